@@ -1,0 +1,172 @@
+//! The one place where kernel and user space agree on map layouts.
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding, and its size is asserted, because the
+//! kernel object and the daemon are compiled by different compilers for different targets.
+#![no_std]
+
+pub mod fd;
+
+/// Target slots: each watched target (a root process and its descendants, or every process with
+/// one name) owns one slot; per-target counters are arrays indexed by slot.
+pub const MAX_TARGETS: u32 = 8;
+/// Syscall numbers are below this on every 64-bit architecture the kernel crate builds for.
+pub const MAX_SYSCALLS: u32 = 512;
+/// Errno values are counted individually below this; larger ones land in slot 0.
+pub const MAX_ERRNO: u32 = 136;
+/// Syscall start slots, indexed by `tid & (START_SLOTS - 1)` and checked against the tid.
+pub const START_SLOTS: u32 = 1 << 16;
+/// Upper bound on processes in the target set (all targets together).
+pub const MAX_TARGET_PROCESSES: u32 = 16384;
+/// Upper bound on threads whose on-CPU time is kept individually.
+pub const MAX_TARGET_THREADS: u32 = 16384;
+
+/// Names of the kernel's maps, shared so that a rename breaks the build, not the daemon.
+pub mod maps {
+    pub const TARGETS: &str = "TARGETS";
+    pub const TARGET_COUNTERS: &str = "TARGET_COUNTERS";
+    pub const SYSCALLS: &str = "SYSCALLS";
+    pub const FD_OPEN_ERRORS: &str = "FD_OPEN_ERRORS";
+    pub const SYSCALL_STARTS: &str = "SYSCALL_STARTS";
+    pub const CPU_SLICES: &str = "CPU_SLICES";
+    pub const PROCESS_STATS: &str = "PROCESS_STATS";
+    pub const THREAD_STATS: &str = "THREAD_STATS";
+}
+
+/// Names of the kernel's global constants, set by the loader before load.
+pub mod globals {
+    /// Byte offset of `pid` in `struct task_struct`, from the running kernel's BTF.
+    pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// Byte offset of `tgid` in `struct task_struct`, from the running kernel's BTF.
+    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    /// Byte offsets of `min_flt` and `maj_flt` in `struct task_struct`.
+    pub const TASK_MIN_FLT_OFFSET: &str = "TASK_MIN_FLT_OFFSET";
+    pub const TASK_MAJ_FLT_OFFSET: &str = "TASK_MAJ_FLT_OFFSET";
+}
+
+/// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetCounters {
+    /// Completed on-CPU slices of target threads, from sched_switch.
+    pub oncpu_ns: u64,
+    /// Switches out while blocking (not preempted, not runnable).
+    pub switches_voluntary: u64,
+    /// Switches out by preemption.
+    pub switches_involuntary: u64,
+    /// Page-fault exceptions raised in user mode.
+    pub faults_user: u64,
+    /// Page-fault exceptions raised in kernel mode on user addresses (copy_to/from_user).
+    pub faults_kernel: u64,
+    /// New file descriptors (pipe, pipe2 and socketpair count two).
+    pub fd_opens: u64,
+    /// Successful close() calls.
+    pub fd_closes: u64,
+    /// Successful close_range() calls (each may close any number of descriptors).
+    pub fd_close_range_calls: u64,
+    /// Failed open, openat, openat2, creat and open_by_handle_at calls.
+    pub fd_open_errors: u64,
+    /// Syscall exits whose start slot was taken by another thread (latency not measured).
+    pub syscall_starts_lost: u64,
+    /// Target processes that exited (whole thread group).
+    pub process_exits: u64,
+    /// Processes that joined the target set by fork.
+    pub process_forks: u64,
+    /// Minor faults of target threads that have exited (task->min_flt read at exit).
+    pub exited_minflt: u64,
+    /// Major faults of target threads that have exited (task->maj_flt read at exit).
+    pub exited_majflt: u64,
+}
+
+/// Count and total latency of one syscall number for one target, per CPU.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStat {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// Where a target thread's current syscall started. Indexed by `tid & (START_SLOTS - 1)`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStart {
+    /// bpf_ktime_get_ns() at entry; 0 when the slot holds no syscall in flight.
+    pub start_ns: u64,
+    pub tid: u32,
+    pub nr: u16,
+    pub slot: u8,
+    /// `START_FLAG_*` bits.
+    pub flags: u8,
+}
+
+/// fcntl() was called with F_DUPFD or F_DUPFD_CLOEXEC, so its result is a new descriptor.
+pub const START_FLAG_DUPFD: u8 = 1;
+
+/// The slice running on one CPU right now (a per-CPU array of one element).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlice {
+    /// When the task was switched in; 0 until the first switch seen on this CPU.
+    pub start_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+}
+
+/// Per-process scheduler totals (per-CPU hash keyed by tgid).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    pub oncpu_ns: u64,
+    pub switches_voluntary: u64,
+    pub switches_involuntary: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// Per-thread scheduler totals (hash keyed by tid); only the thread itself writes its entry.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    pub oncpu_ns: u64,
+    pub switches_voluntary: u64,
+    pub switches_involuntary: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);
+const _: () = assert!(core::mem::size_of::<SyscallStat>() == 16);
+const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
+const _: () = assert!(core::mem::size_of::<CpuSlice>() == 16);
+const _: () = assert!(core::mem::size_of::<ProcessStats>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadStats>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, without padding, and valid for any bit pattern.
+    unsafe impl aya::Pod for super::TargetCounters {}
+    unsafe impl aya::Pod for super::SyscallStat {}
+    unsafe impl aya::Pod for super::SyscallStart {}
+    unsafe impl aya::Pod for super::CpuSlice {}
+    unsafe impl aya::Pod for super::ProcessStats {}
+    unsafe impl aya::Pod for super::ThreadStats {}
+}
+
+impl TargetCounters {
+    /// Field-wise sum, used to fold per-CPU copies together.
+    pub fn add(&mut self, o: &Self) {
+        self.oncpu_ns += o.oncpu_ns;
+        self.switches_voluntary += o.switches_voluntary;
+        self.switches_involuntary += o.switches_involuntary;
+        self.faults_user += o.faults_user;
+        self.faults_kernel += o.faults_kernel;
+        self.fd_opens += o.fd_opens;
+        self.fd_closes += o.fd_closes;
+        self.fd_close_range_calls += o.fd_close_range_calls;
+        self.fd_open_errors += o.fd_open_errors;
+        self.syscall_starts_lost += o.syscall_starts_lost;
+        self.process_exits += o.process_exits;
+        self.process_forks += o.process_forks;
+        self.exited_minflt += o.exited_minflt;
+        self.exited_majflt += o.exited_majflt;
+    }
+}

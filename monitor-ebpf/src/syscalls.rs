@@ -1,0 +1,144 @@
+//! Syscall counts and latency per target and number, and fd creations/closes from the results.
+//!
+//! sys_enter writes the start into a slot indexed by tid (not per CPU: a blocking syscall can
+//! resume on another CPU). sys_exit finds it by tid; only when it does not (attached mid-syscall,
+//! or two target threads sharing a slot) does it pay for the TGID lookup and a regs read, and the
+//! call is still counted, without latency.
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use monitor_common::{
+    MAX_ERRNO, MAX_SYSCALLS, START_FLAG_DUPFD, START_SLOTS, SyscallStart,
+    fd::{F_DUPFD, F_DUPFD_CLOEXEC, FdEffect, fd_effect, nr},
+};
+
+use crate::maps::{FD_OPEN_ERRORS, SYSCALL_STARTS, SYSCALLS, counters, target_slot};
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sys_enter(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
+        return Ok(());
+    };
+    let id: i64 = ctx.arg(1);
+    if !(0..MAX_SYSCALLS as i64).contains(&id) {
+        return Ok(());
+    }
+    let nr = id as u32;
+    if nr == nr::EXIT || nr == nr::EXIT_GROUP {
+        // They never return, so count them here.
+        count(slot, nr, 0);
+        return Ok(());
+    }
+    let regs: *const pt_regs = ctx.arg(0);
+    let flags = if nr == nr::FCNTL && is_dupfd(regs)? { START_FLAG_DUPFD } else { 0 };
+    let tid = pid_tgid as u32;
+    let start = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)).ok_or(0)?;
+    // SAFETY: array values are always valid; a racing writer sharing the slot is detected by tid.
+    unsafe {
+        *start = SyscallStart {
+            start_ns: bpf_ktime_get_ns(),
+            tid,
+            nr: nr as u16,
+            slot: slot as u8,
+            flags,
+        };
+    }
+    Ok(())
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let start = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)).ok_or(0)?;
+    // SAFETY: see try_sys_enter.
+    let s = unsafe { *start };
+    let ret: i64 = ctx.arg(1);
+    if s.start_ns != 0 && s.tid == tid {
+        // SAFETY: as above; consuming the slot keeps a later non-target thread with this tid
+        // from matching it.
+        unsafe { (*start).start_ns = 0 };
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (nr, slot) = (s.nr as u32, s.slot as u32);
+        count(slot, nr, now.saturating_sub(s.start_ns));
+        account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
+        return Ok(());
+    }
+    // Slow path: is this a target at all?
+    let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
+        return Ok(());
+    };
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: probe read of the syscall's saved registers.
+    let id = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as i64;
+    if !(0..MAX_SYSCALLS as i64).contains(&id) {
+        return Ok(());
+    }
+    let nr = id as u32;
+    count(slot, nr, 0);
+    if let Some(c) = counters(slot) {
+        c.syscall_starts_lost += 1;
+    }
+    let dupfd = nr == nr::FCNTL && is_dupfd(regs)?;
+    account_fds(slot, nr, dupfd, ret);
+    Ok(())
+}
+
+#[inline(always)]
+fn is_dupfd(regs: *const pt_regs) -> Result<bool, i64> {
+    // SAFETY: probe read of fcntl's second argument.
+    let cmd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?;
+    Ok(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+}
+
+#[inline(always)]
+fn count(slot: u32, nr: u32, ns: u64) {
+    if let Some(stat) = SYSCALLS.get_ptr_mut(slot * MAX_SYSCALLS + nr) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        unsafe {
+            (*stat).count += 1;
+            (*stat).total_ns += ns;
+        }
+    }
+}
+
+#[inline(always)]
+fn account_fds(slot: u32, nr: u32, dupfd: bool, ret: i64) {
+    let effect = fd_effect(nr);
+    if effect == FdEffect::None {
+        return;
+    }
+    let Some(c) = counters(slot) else { return };
+    match effect {
+        FdEffect::OpensOne if ret >= 0 => c.fd_opens += 1,
+        FdEffect::OpensTwo if ret == 0 => c.fd_opens += 2,
+        FdEffect::Fcntl if dupfd && ret >= 0 => c.fd_opens += 1,
+        FdEffect::OpensPath if ret >= 0 => c.fd_opens += 1,
+        FdEffect::OpensPath => {
+            c.fd_open_errors += 1;
+            let errno = (-ret) as u32;
+            let errno = if errno < MAX_ERRNO { errno } else { 0 };
+            if let Some(n) = FD_OPEN_ERRORS.get_ptr_mut(slot * MAX_ERRNO + errno) {
+                // SAFETY: per-CPU value.
+                unsafe { *n += 1 };
+            }
+        }
+        FdEffect::Closes if ret == 0 => c.fd_closes += 1,
+        FdEffect::ClosesRange if ret == 0 => c.fd_close_range_calls += 1,
+        _ => {}
+    }
+}

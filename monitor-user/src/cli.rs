@@ -1,0 +1,76 @@
+//! Command line.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "monitor",
+    version,
+    about = "eBPF-assisted profiler and resource monitor for one application",
+    long_about = "Watches one application (a process and its descendants, or every process with a name) \
+with kernel programs filtered by TGID in the kernel, and /proc. Exports Prometheus metrics, profiles commands \
+like `perf stat`, and checks what the host supports. Needs root (or CAP_BPF + CAP_PERFMON) for eBPF."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: sample the target and serve Prometheus metrics on /metrics.
+    Run(RunArgs),
+    /// Profile a running process for a while, or launch a command and profile it to its exit.
+    Stat(StatArgs),
+    /// Report what this host supports (kernel, BTF, tracefs, capabilities, each program's attach).
+    Check,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Watch this process and every process it forks.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Watch every process with this name (as in /proc/PID/comm), following restarts.
+    #[arg(long)]
+    pub comm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Address for /metrics (overrides the config file). Loopback by default.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file (cadences, windows, listen address).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Value of the `target` label (default: the process name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not load kernel programs; sample /proc only.
+    #[arg(long, conflicts_with = "require_ebpf")]
+    pub no_ebpf: bool,
+    /// Refuse to start unless every kernel program attaches (instead of falling back to /proc).
+    #[arg(long)]
+    pub require_ebpf: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Print one JSON object instead of the readable summary.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to profile a running --pid (seconds); a launched command runs to its exit.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Profile this running process (and its descendants).
+    #[arg(long, conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// The command to launch and profile with its children, after `--`.
+    #[arg(last = true, required_unless_present = "pid")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,324 @@
+//! Turns the kernel maps and /proc into [`Sample`]s for one target.
+//!
+//! Counters mean "since the target's processes started", the way the kernel's own accounting
+//! (schedstat, getrusage) does: when user space puts a running process into the target set it
+//! records what the kernel had already accounted to it (the join baseline), and the kernel
+//! programs count everything after. Processes forked by a target join in the kernel, before they
+//! first run, and need no baseline.
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Context as _;
+use tracing::{debug, info};
+
+use crate::{
+    ebpf::{maps::monotonic_ns, probes::Probes},
+    procfs::{ProcError, ProcFs},
+    sample::{KernelCounts, Sample},
+};
+
+/// Which processes make up the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// One process and its descendants.
+    Pid(u32),
+    /// Every process with this comm (and their descendants), including ones started later.
+    Comm(String),
+}
+
+/// Which parts of a sample are due, by cadence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    pub vms: bool,
+    pub fds_threads: bool,
+}
+
+/// What the kernel had accounted to processes before they joined the target set.
+#[derive(Clone, Copy, Debug, Default)]
+struct Baseline {
+    oncpu_ns: u64,
+    /// Faults of threads that had exited before the join (live threads are read at each sample).
+    dead_minflt: u64,
+    dead_majflt: u64,
+    switches_voluntary: u64,
+    switches_involuntary: u64,
+}
+
+/// /proc-only mode: per-process cumulative values folded into monotonic totals.
+#[derive(Debug, Default)]
+struct ProcTotals {
+    /// pid -> (start time, last values)
+    last: HashMap<u32, (u64, [u64; 5])>,
+    total: [u64; 5],
+}
+
+impl ProcTotals {
+    /// Adds how much each value grew since the last observation of this process (all of it for a
+    /// process seen for the first time: the counters start at its birth).
+    fn observe(&mut self, pid: u32, start_time: u64, values: [u64; 5]) {
+        let previous = match self.last.get(&pid) {
+            Some(&(st, prev)) if st == start_time => prev,
+            _ => [0; 5],
+        };
+        for i in 0..5 {
+            self.total[i] += values[i].saturating_sub(previous[i]);
+        }
+        self.last.insert(pid, (start_time, values));
+    }
+}
+
+pub struct Collector {
+    procfs: ProcFs,
+    probes: Option<Probes>,
+    selector: Selector,
+    slot: u32,
+    /// Start time of the --pid root, so a reused pid is never taken for it.
+    root_start: Option<u64>,
+    /// /proc-only mode: the members found by walking /proc.
+    proc_members: BTreeSet<u32>,
+    baseline: Baseline,
+    proc_totals: ProcTotals,
+}
+
+impl Collector {
+    pub fn new(procfs: ProcFs, probes: Option<Probes>, selector: Selector, slot: u32) -> anyhow::Result<Self> {
+        let root_start = match &selector {
+            Selector::Pid(pid) => Some(
+                procfs
+                    .process(*pid)
+                    .map_err(|e| match e {
+                        ProcError::Vanished { .. } => anyhow::anyhow!("no process with pid {pid}"),
+                        e => anyhow::Error::new(e),
+                    })?
+                    .start_time_ticks,
+            ),
+            Selector::Comm(_) => None,
+        };
+        let mut collector = Self {
+            procfs,
+            probes,
+            selector,
+            slot,
+            root_start,
+            proc_members: BTreeSet::new(),
+            baseline: Baseline::default(),
+            proc_totals: ProcTotals::default(),
+        };
+        collector.refresh_members()?;
+        Ok(collector)
+    }
+
+    pub fn probes(&self) -> Option<&Probes> {
+        self.probes.as_ref()
+    }
+
+    pub fn probes_mut(&mut self) -> Option<&mut Probes> {
+        self.probes.as_mut()
+    }
+
+    pub fn procfs(&self) -> &ProcFs {
+        &self.procfs
+    }
+
+    /// The processes selected directly (--pid root if it still is the same process, or every
+    /// process with the name).
+    fn roots(&self) -> anyhow::Result<Vec<u32>> {
+        Ok(match &self.selector {
+            Selector::Pid(pid) => match self.procfs.process(*pid) {
+                Ok(stat) if Some(stat.start_time_ticks) == self.root_start => vec![*pid],
+                Ok(_) => vec![],
+                Err(e) if e.is_vanished() => vec![],
+                Err(e) => return Err(e.into()),
+            },
+            Selector::Comm(name) => self.procfs.pids_by_comm(name)?,
+        })
+    }
+
+    /// Current members of the target.
+    pub fn members(&self) -> Vec<u32> {
+        match &self.probes {
+            Some(p) => p.maps.members(self.slot),
+            None => self.proc_members.iter().copied().collect(),
+        }
+    }
+
+    /// Finds roots that are not members yet (a --comm target that started or restarted) and
+    /// drops members that are gone.
+    pub fn refresh_members(&mut self) -> anyhow::Result<()> {
+        let roots = self.roots()?;
+        if self.probes.is_none() {
+            let mut members = BTreeSet::new();
+            for root in roots {
+                members.insert(root);
+                match self.procfs.descendants(root) {
+                    Ok(d) => members.extend(d),
+                    Err(e) if e.is_vanished() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.proc_members = members;
+            return Ok(());
+        }
+        let members: BTreeSet<u32> = self.members().into_iter().collect();
+        for &m in &members {
+            // The kernel removes exiting processes; one that exited before we added it is ours to drop.
+            if matches!(self.procfs.process(m), Err(e) if e.is_vanished()) {
+                debug!(pid = m, "dropping a member that exited before it was seen");
+                self.probes.as_mut().expect("checked above").maps.remove_process(m);
+            }
+        }
+        for root in roots {
+            if members.contains(&root) {
+                continue;
+            }
+            self.join(root)?;
+            let descendants = self.procfs.descendants(root).unwrap_or_default();
+            for d in descendants.into_iter().filter(|d| !members.contains(d)) {
+                self.join(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a running process to the kernel's target set and records its join baseline.
+    fn join(&mut self, pid: u32) -> anyhow::Result<()> {
+        let slot = self.slot;
+        let probes = self.probes.as_mut().expect("join is for eBPF mode");
+        // In the set first, so forks from now on are followed; then read what came before.
+        probes.maps.add_process(pid, slot)?;
+        let read = || -> Result<(Baseline, Vec<(u32, u32)>), ProcError> {
+            let stat = self.procfs.process(pid)?;
+            let status = self.procfs.status(pid)?;
+            let mut b = Baseline {
+                switches_voluntary: status.voluntary_ctxt_switches,
+                switches_involuntary: status.nonvoluntary_ctxt_switches,
+                ..Baseline::default()
+            };
+            let (mut live_min, mut live_maj) = (0, 0);
+            let mut running = Vec::new();
+            for tid in self.procfs.threads(pid)? {
+                let (Ok(t), Ok(ns)) = (self.procfs.thread(pid, tid), self.procfs.thread_schedstat_ns(pid, tid)) else {
+                    continue; // exited meanwhile: its time is in the process totals we skip
+                };
+                b.oncpu_ns += ns;
+                live_min += t.minflt;
+                live_maj += t.majflt;
+                if t.state == 'R' {
+                    running.push((t.processor, tid));
+                }
+            }
+            b.dead_minflt = stat.minflt.saturating_sub(live_min);
+            b.dead_majflt = stat.majflt.saturating_sub(live_maj);
+            Ok((b, running))
+        };
+        match read() {
+            Ok((b, running)) => {
+                probes.maps.restart_slices(pid, &running, monotonic_ns())?;
+                let base = &mut self.baseline;
+                base.oncpu_ns += b.oncpu_ns;
+                base.dead_minflt += b.dead_minflt;
+                base.dead_majflt += b.dead_majflt;
+                base.switches_voluntary += b.switches_voluntary;
+                base.switches_involuntary += b.switches_involuntary;
+                info!(pid, "process joined the target");
+                Ok(())
+            }
+            Err(e) if e.is_vanished() => {
+                probes.maps.remove_process(pid);
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("reading the state of pid {pid} as it joined")),
+        }
+    }
+
+    /// Reads everything that is due into a sample.
+    pub fn sample(&mut self, due: Due) -> anyhow::Result<Sample> {
+        let members = self.members();
+        let mut s = Sample {
+            up: !members.is_empty(),
+            processes: members.len() as u64,
+            ..Sample::default()
+        };
+        let (mut vms, mut fds, mut threads) = (0, 0, 0);
+        let (mut live_min, mut live_maj) = (0, 0);
+        for &pid in &members {
+            let stat = match self.procfs.process(pid) {
+                Ok(stat) => stat,
+                Err(e) if e.is_vanished() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            s.rss_bytes += stat.rss_bytes;
+            vms += stat.vsize_bytes;
+            threads += stat.num_threads;
+            if due.fds_threads {
+                fds += self.procfs.open_fds(pid).unwrap_or(0);
+            }
+            if self.probes.is_some() {
+                for tid in self.procfs.threads(pid).unwrap_or_default() {
+                    if let Ok(t) = self.procfs.thread(pid, tid) {
+                        live_min += t.minflt;
+                        live_maj += t.majflt;
+                    }
+                }
+            } else {
+                let status = self.procfs.status(pid).unwrap_or_default();
+                let cpu_ns = self.procfs.ticks_to_ns(stat.utime_ticks + stat.stime_ticks);
+                self.proc_totals.observe(
+                    pid,
+                    stat.start_time_ticks,
+                    [
+                        cpu_ns,
+                        stat.minflt,
+                        stat.majflt,
+                        status.voluntary_ctxt_switches,
+                        status.nonvoluntary_ctxt_switches,
+                    ],
+                );
+            }
+        }
+        s.vms_bytes = due.vms.then_some(vms);
+        s.threads = due.fds_threads.then_some(threads);
+        s.open_fds = due.fds_threads.then_some(fds);
+        s.at_ns = monotonic_ns();
+        match &self.probes {
+            Some(p) => {
+                let c = p.maps.counters(self.slot)?;
+                let inflight: u64 = p
+                    .maps
+                    .cpu_slices()?
+                    .iter()
+                    .filter(|sl| sl.start_ns != 0 && members.binary_search(&sl.tgid).is_ok())
+                    .map(|sl| s.at_ns.saturating_sub(sl.start_ns))
+                    .sum();
+                let b = &self.baseline;
+                s.oncpu_ns = b.oncpu_ns + c.oncpu_ns + inflight;
+                s.minor_faults = b.dead_minflt + c.exited_minflt + live_min;
+                s.major_faults = b.dead_majflt + c.exited_majflt + live_maj;
+                s.switches_voluntary = b.switches_voluntary + c.switches_voluntary;
+                s.switches_involuntary = b.switches_involuntary + c.switches_involuntary;
+                s.kernel = Some(KernelCounts {
+                    fault_exceptions_user: c.faults_user,
+                    fault_exceptions_kernel: c.faults_kernel,
+                    fd_opens: c.fd_opens,
+                    fd_closes: c.fd_closes,
+                    fd_close_range_calls: c.fd_close_range_calls,
+                    fd_open_errors: c.fd_open_errors,
+                    fd_open_errors_by_errno: p.maps.fd_open_errors(self.slot)?,
+                    syscalls: p.maps.syscalls(self.slot)?,
+                    syscall_latency_lost: c.syscall_starts_lost,
+                    process_forks: c.process_forks,
+                    process_exits: c.process_exits,
+                });
+            }
+            None => {
+                self.proc_totals.last.retain(|pid, _| members.contains(pid));
+                let [cpu, min, maj, vol, invol] = self.proc_totals.total;
+                s.oncpu_ns = cpu;
+                s.minor_faults = min;
+                s.major_faults = maj;
+                s.switches_voluntary = vol;
+                s.switches_involuntary = invol;
+            }
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,236 @@
+//! `monitor run`: the sampling loop (a plain thread, the synchronous core) and the tokio shell
+//! around it (HTTP, kernel log records, signals).
+use std::{
+    path::Path,
+    process::ExitCode,
+    sync::{Arc, mpsc},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use tracing::{error, info, warn};
+
+use crate::{
+    cli::RunArgs,
+    collector::{Collector, Due, Selector},
+    config::Config,
+    ebpf::probes::Probes,
+    exporter::Exporter,
+    http,
+    limits::{Limits, LimitSource, effective_limits},
+    model::Model,
+    privileges,
+    procfs::ProcFs,
+};
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let listen = args.listen.unwrap_or(config.listen);
+    let selector = match (&args.target.pid, &args.target.comm) {
+        (Some(pid), _) => Selector::Pid(*pid),
+        (None, Some(comm)) => Selector::Comm(comm.clone()),
+        (None, None) => unreachable!("clap requires --pid or --comm"),
+    };
+    let procfs = ProcFs::system();
+    let probes = load_probes(&args)?;
+    let programs = probes.as_ref().map(|p| p.programs.clone()).unwrap_or_default();
+    let ebpf_on = probes.is_some();
+    let mut collector = Collector::new(procfs, probes, selector.clone(), 0)?;
+    let name = match (&args.name, &selector) {
+        (Some(n), _) => n.clone(),
+        (None, Selector::Comm(c)) => c.clone(),
+        (None, Selector::Pid(pid)) => collector.procfs().process(*pid)?.comm,
+    };
+    if collector.members().is_empty() {
+        warn!(target_name = %name, "no process matches yet; serving app_up 0 until one starts");
+    }
+    let exporter = Arc::new(Exporter::new(&name, &programs, ebpf_on)?);
+    let logger = collector.probes_mut().and_then(|p| p.logger.take());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = http::bind(listen).await?;
+        match privileges::drop_unneeded() {
+            Ok(kept) => info!(?kept, "dropped capabilities not needed after attaching"),
+            Err(e) => warn!("could not drop capabilities: {e}"),
+        }
+        info!(%listen, target_name = %name, ebpf = ebpf_on, "serving /metrics");
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let sampler = {
+            let exporter = exporter.clone();
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name("sampler".into())
+                .spawn(move || sample_loop(collector, &exporter, &config, &stop_rx))
+                .context("starting the sampler thread")?
+        };
+        let logs = async move {
+            match logger {
+                Some(logger) => forward_kernel_logs(logger).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            r = http::serve(listener, exporter) => r,
+            r = shutdown_signal() => r,
+            () = logs => Ok(()),
+        };
+        let _ = stop_tx.send(());
+        let _ = sampler.join();
+        outcome.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
+    if args.no_ebpf {
+        warn!("--no-ebpf: /proc only; no syscall, fd or fault-exception counts");
+        return Ok(None);
+    }
+    match Probes::load() {
+        Ok(p) if args.require_ebpf && !p.all_attached() => {
+            let failed: Vec<_> = p.programs.iter().filter(|s| !s.attached()).map(|s| s.name).collect();
+            anyhow::bail!("--require-ebpf: programs did not attach: {}", failed.join(", "))
+        }
+        Ok(p) => Ok(Some(p)),
+        Err(e) if args.require_ebpf => Err(e.context("--require-ebpf")),
+        Err(e) => {
+            error!("eBPF IS NOT AVAILABLE, falling back to /proc only (monitor_ebpf_attached 0): {e:#}");
+            Ok(None)
+        }
+    }
+}
+
+/// Runs the cadences until `stop` fires: every kernel counter, CPU and memory at
+/// `cadence.cpu_memory`, VMS and fds/threads on their own, and membership at `cadence.discovery`.
+fn sample_loop(mut collector: Collector, exporter: &Exporter, config: &Config, stop: &mpsc::Receiver<()>) {
+    let c = &config.cadence;
+    let mut model = Model::new(limits_of(&collector), config.window.peak.as_nanos() as u64);
+    exporter.update(&model);
+    let start = Instant::now();
+    let mut next = [start; 4]; // discovery, cpu_memory, vms, fds_threads
+    let periods = [c.discovery, c.cpu_memory, c.vms, c.fds_threads];
+    let mut was_up = !collector.members().is_empty();
+    loop {
+        let now = Instant::now();
+        let due_now: Vec<bool> = next.iter().map(|&t| now >= t).collect();
+        for (i, due) in due_now.iter().enumerate() {
+            if *due {
+                next[i] += periods[i];
+                if next[i] <= now {
+                    // Overran a whole period: skip ahead rather than burst.
+                    next[i] = now + periods[i];
+                }
+            }
+        }
+        if due_now[0] {
+            let before = collector.members().first().copied();
+            if let Err(e) = collector.refresh_members() {
+                warn!("refreshing the target's processes: {e:#}");
+            }
+            if collector.members().first().copied() != before && !collector.members().is_empty() {
+                model.limits = limits_of(&collector);
+            }
+        }
+        if due_now[1] || due_now[2] || due_now[3] {
+            let due = Due {
+                vms: due_now[2],
+                fds_threads: due_now[3],
+            };
+            match collector.sample(due) {
+                Ok(s) => {
+                    if s.up != was_up {
+                        if s.up {
+                            info!("target is up ({} processes)", s.processes);
+                        } else {
+                            warn!("target has no live process; app_up 0 until it is back");
+                        }
+                        was_up = s.up;
+                    }
+                    model.update(s);
+                    exporter.update(&model);
+                }
+                Err(e) => warn!("sampling failed: {e:#}"),
+            }
+            let took = now.elapsed();
+            if took > c.cpu_memory / 2 {
+                warn!(?took, "sampling took more than half the CPU/memory cadence");
+            }
+        }
+        let wake = next.iter().min().copied().unwrap_or(now);
+        match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+fn limits_of(collector: &Collector) -> Limits {
+    let host = || Limits {
+        memory_bytes: collector.procfs().mem_total_bytes().unwrap_or(0),
+        memory_source: LimitSource::Host,
+        cpus: crate::limits::online_cpus(Path::new("/sys")).unwrap_or(1) as f64,
+        cpu_source: LimitSource::Host,
+    };
+    let Some(&pid) = collector.members().first() else {
+        return host();
+    };
+    match effective_limits(collector.procfs(), Path::new("/sys"), pid) {
+        Ok(l) => {
+            info!(
+                memory_bytes = l.memory_bytes,
+                memory_source = %l.memory_source,
+                cpus = l.cpus,
+                cpu_source = %l.cpu_source,
+                "limits used for memory % and CPU %"
+            );
+            l
+        }
+        Err(e) => {
+            warn!("reading the target's cgroup limits: {e:#}; using the host's");
+            host()
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+    Ok(())
+}
+
+/// Forwards aya-log records from the kernel programs to our log.
+async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the AsyncFd owns the logger, so the registered fd lives as long as the registration.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("kernel log records unavailable: {e}");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        match fd.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(e) => {
+                warn!("kernel log records: {e}");
+                return std::future::pending().await;
+            }
+        }
+    }
+}

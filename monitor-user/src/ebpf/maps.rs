@@ -1,0 +1,162 @@
+//! Typed access to the kernel maps: the target set in, counters out.
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+};
+use monitor_common::{
+    CpuSlice, MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats,
+    maps as names,
+};
+
+pub struct KernelMaps {
+    targets: HashMap<MapData, u32, u32>,
+    counters: PerCpuArray<MapData, TargetCounters>,
+    syscalls: PerCpuArray<MapData, SyscallStat>,
+    fd_open_errors: PerCpuArray<MapData, u64>,
+    cpu_slices: PerCpuArray<MapData, CpuSlice>,
+    process_stats: PerCpuHashMap<MapData, u32, ProcessStats>,
+    thread_stats: HashMap<MapData, u32, ThreadStats>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the kernel object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            targets: take(ebpf, names::TARGETS)?,
+            counters: take(ebpf, names::TARGET_COUNTERS)?,
+            syscalls: take(ebpf, names::SYSCALLS)?,
+            fd_open_errors: take(ebpf, names::FD_OPEN_ERRORS)?,
+            cpu_slices: take(ebpf, names::CPU_SLICES)?,
+            process_stats: take(ebpf, names::PROCESS_STATS)?,
+            thread_stats: take(ebpf, names::THREAD_STATS)?,
+        })
+    }
+
+    /// Puts a process into the target set under `slot`; its forks follow in the kernel.
+    pub fn add_process(&mut self, tgid: u32, slot: u32) -> anyhow::Result<()> {
+        // Whatever a previous process with this pid left behind is not ours.
+        let _ = self.process_stats.remove(&tgid);
+        self.targets
+            .insert(tgid, slot, 0)
+            .with_context(|| format!("adding pid {tgid} to the kernel's target set"))
+    }
+
+    /// Removes a process the kernel did not see exit (it exited before it was added).
+    pub fn remove_process(&mut self, tgid: u32) {
+        let _ = self.targets.remove(&tgid);
+        let _ = self.process_stats.remove(&tgid);
+    }
+
+    /// Processes in the target set under `slot`.
+    pub fn members(&self, slot: u32) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .targets
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|&(_, s)| s == slot)
+            .map(|(tgid, _)| tgid)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn counters(&self, slot: u32) -> anyhow::Result<TargetCounters> {
+        let per_cpu = self.counters.get(&slot, 0).context("reading target counters")?;
+        let mut sum = TargetCounters::default();
+        per_cpu.iter().for_each(|c| sum.add(c));
+        Ok(sum)
+    }
+
+    /// (syscall nr, totals) for every number the target has called.
+    pub fn syscalls(&self, slot: u32) -> anyhow::Result<Vec<(u32, SyscallStat)>> {
+        let mut out = Vec::new();
+        for nr in 0..MAX_SYSCALLS {
+            let per_cpu = self
+                .syscalls
+                .get(&(slot * MAX_SYSCALLS + nr), 0)
+                .context("reading syscall counters")?;
+            let (count, total_ns) = per_cpu
+                .iter()
+                .fold((0, 0), |(c, t), s| (c + s.count, t + s.total_ns));
+            if count > 0 {
+                out.push((nr, SyscallStat { count, total_ns }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// (errno, failed opens); errno 0 collects values the kernel side does not index.
+    pub fn fd_open_errors(&self, slot: u32) -> anyhow::Result<Vec<(u32, u64)>> {
+        let mut out = Vec::new();
+        for errno in 0..MAX_ERRNO {
+            let per_cpu = self
+                .fd_open_errors
+                .get(&(slot * MAX_ERRNO + errno), 0)
+                .context("reading failed-open counters")?;
+            let n: u64 = per_cpu.iter().sum();
+            if n > 0 {
+                out.push((errno, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What runs on each CPU right now and since when.
+    pub fn cpu_slices(&self) -> anyhow::Result<Vec<CpuSlice>> {
+        Ok(self.cpu_slices.get(&0, 0).context("reading CPU slices")?.to_vec())
+    }
+
+    /// Restarts the slices of `running` threads (cpu, tid) of `tgid` at `now_ns`, so time they
+    /// ran before joining is not counted again (it is in the join-time baseline) and a thread
+    /// that never switches out is still seen.
+    pub fn restart_slices(&mut self, tgid: u32, running: &[(u32, u32)], now_ns: u64) -> anyhow::Result<()> {
+        let mut slices = self.cpu_slices()?;
+        let mut changed = false;
+        for (cpu, slice) in slices.iter_mut().enumerate() {
+            if let Some(&(_, tid)) = running.iter().find(|(c, _)| *c as usize == cpu) {
+                *slice = CpuSlice { start_ns: now_ns, tid, tgid };
+                changed = true;
+            }
+        }
+        if changed {
+            let values = PerCpuValues::try_from(slices).context("building per-CPU slices")?;
+            self.cpu_slices.set(0, values, 0).context("writing CPU slices")?;
+        }
+        Ok(())
+    }
+
+    /// Per-thread scheduler totals of live target threads.
+    pub fn threads(&self) -> Vec<(u32, ThreadStats)> {
+        self.thread_stats.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Per-process scheduler totals, summed over CPUs.
+    pub fn process(&self, tgid: u32) -> Option<ProcessStats> {
+        let per_cpu = self.process_stats.get(&tgid, 0).ok()?;
+        Some(per_cpu.iter().fold(ProcessStats::default(), |mut a, p| {
+            a.oncpu_ns += p.oncpu_ns;
+            a.switches_voluntary += p.switches_voluntary;
+            a.switches_involuntary += p.switches_involuntary;
+            a.slot = p.slot.max(a.slot);
+            a
+        }))
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns() reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

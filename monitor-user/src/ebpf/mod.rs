@@ -1,0 +1,4 @@
+//! Loading, attaching and reading the kernel programs.
+pub mod btf;
+pub mod maps;
+pub mod probes;

@@ -1,0 +1,861 @@
+//! `workload`: a workload that knows its own truth.
+//!
+//! Each subcommand does a precisely known amount of work (syscalls, file opens, page faults,
+//! forks, context switches, CPU time) and then prints one JSON line with what it did, next to
+//! the kernel's own accounting of it (rusage, schedstat, `/proc/self/status`). Tests and
+//! benchmarks run it under `monitor` and compare the monitor's figures against that line.
+//!
+//! Linux x86_64 only; some modes (CPU pinning) may need root.
+
+use std::ffi::CStr;
+use std::fs;
+use std::hint::black_box;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::str::FromStr;
+use std::thread::{self, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+const DEV_NULL: &CStr = c"/dev/null";
+const MISSING_PATH: &CStr = c"/nonexistent-monitor-workload/x";
+
+/// Getppid calls each `fork` child makes after spinning, so per-child syscall counts are known.
+const CHILD_SYSCALLS: u64 = 1000;
+/// Iterations between clock reads while spinning, so the loop is dominated by arithmetic.
+const SPIN_BATCH: u64 = 1024;
+/// Syscalls between clock reads in `burst`, so the burst is dominated by the syscall.
+const BURST_BATCH: u64 = 16;
+const MIXED_TICK: Duration = Duration::from_millis(10);
+const MIXED_SYSCALLS_PER_TICK: u64 = 100;
+
+#[derive(Parser)]
+#[command(
+    about = "A workload that knows its own truth: does known work, then prints the \
+                   kernel's accounting of it as one JSON line"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Sleep this many milliseconds before working (after --wait-stdin), so a monitor can attach.
+    #[arg(long, global = true, default_value_t = 0, value_name = "D")]
+    delay_ms: u64,
+    /// Block until one line is read from stdin before working.
+    #[arg(long, global = true)]
+    wait_stdin: bool,
+    /// After reporting, stay alive (asleep) until stdin reaches EOF or SIGTERM arrives.
+    #[arg(long, global = true)]
+    linger: bool,
+    /// Atomically write our pid to PATH at startup, before any delay or wait.
+    #[arg(long, global = true, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// T threads busy-loop in userspace for M ms of wall time.
+    Spin {
+        /// Wall-clock milliseconds each thread spins.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+        /// Number of spinning threads.
+        #[arg(long, default_value_t = 1, value_name = "T")]
+        threads: usize,
+    },
+    /// Make exactly N raw syscalls.
+    Syscalls {
+        /// Exact number of syscalls.
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Which syscall to make.
+        #[arg(long, value_enum, default_value_t = Nr::Getppid)]
+        nr: Nr,
+    },
+    /// Open and close /dev/null N times, then fail to open a missing path F times.
+    Files {
+        /// Successful open+close pairs on /dev/null.
+        #[arg(long, value_name = "N")]
+        opens: u64,
+        /// Opens of a missing path, each failing with ENOENT.
+        #[arg(long, default_value_t = 0, value_name = "F")]
+        fails: u64,
+    },
+    /// R times: map P anonymous pages, write one byte to each, unmap.
+    Faults {
+        /// Pages mapped and touched per round.
+        #[arg(long, value_name = "P")]
+        pages: usize,
+        /// Number of map/touch/unmap rounds.
+        #[arg(long, default_value_t = 1, value_name = "R")]
+        rounds: usize,
+    },
+    /// Fork C children that each spin M ms, then make 1000 getppid calls.
+    Fork {
+        /// Number of children, all running at once.
+        #[arg(long, value_name = "C")]
+        children: usize,
+        /// Wall-clock milliseconds each child spins.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+    },
+    /// Two threads bounce one byte over two pipes R times, optionally pinned to CPUs A and B.
+    Pingpong {
+        /// Round trips.
+        #[arg(long, value_name = "R")]
+        rounds: u64,
+        /// Pin the initiating thread to CPU A and the echoing thread to CPU B.
+        #[arg(long, value_name = "A,B")]
+        cpus: Option<CpuPair>,
+    },
+    /// Sleep I ms, then call one syscall in a tight loop for M ms.
+    Burst {
+        /// Idle milliseconds before the burst.
+        #[arg(long, value_name = "I")]
+        idle_ms: u64,
+        /// Wall-clock milliseconds of the burst.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+        /// Which syscall the burst is made of.
+        #[arg(long, value_enum, default_value_t = Nr::Getppid)]
+        nr: Nr,
+    },
+    /// Steady background load for M ms: every 10 ms open/close /dev/null, fault in a fresh page
+    /// and make 100 getppid calls.
+    Mixed {
+        /// Wall-clock milliseconds of load.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+    },
+}
+
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Spin { .. } => "spin",
+            Self::Syscalls { .. } => "syscalls",
+            Self::Files { .. } => "files",
+            Self::Faults { .. } => "faults",
+            Self::Fork { .. } => "fork",
+            Self::Pingpong { .. } => "pingpong",
+            Self::Burst { .. } => "burst",
+            Self::Mixed { .. } => "mixed",
+        }
+    }
+
+    fn run(&self) -> Result<Outcome> {
+        match *self {
+            Self::Spin { millis, threads } => spin(millis, threads),
+            Self::Syscalls { count, nr } => Ok(syscalls(count, nr)),
+            Self::Files { opens, fails } => files(opens, fails),
+            Self::Faults { pages, rounds } => faults(pages, rounds),
+            Self::Fork { children, millis } => fork_children(children, millis),
+            Self::Pingpong { rounds, cpus } => pingpong(rounds, cpus),
+            Self::Burst {
+                idle_ms,
+                millis,
+                nr,
+            } => Ok(burst(idle_ms, millis, nr)),
+            Self::Mixed { millis } => mixed(millis),
+        }
+    }
+}
+
+/// Argument-less syscalls whose cost is almost pure kernel entry/exit.
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Nr {
+    Getppid,
+    Getpid,
+    Gettid,
+    Getuid,
+}
+
+impl Nr {
+    fn number(self) -> libc::c_long {
+        match self {
+            Self::Getppid => libc::SYS_getppid,
+            Self::Getpid => libc::SYS_getpid,
+            Self::Gettid => libc::SYS_gettid,
+            Self::Getuid => libc::SYS_getuid,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Serialize)]
+struct CpuPair {
+    first: usize,
+    second: usize,
+}
+
+impl FromStr for CpuPair {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s.split_once(',').ok_or("expected A,B")?;
+        let cpu = |v: &str| v.trim().parse().map_err(|e| format!("bad CPU {v:?}: {e}"));
+        Ok(Self {
+            first: cpu(a)?,
+            second: cpu(b)?,
+        })
+    }
+}
+
+/// Mode-specific counts of the work actually done.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Work {
+    Spin {
+        threads: usize,
+        millis: u64,
+        iterations: u64,
+    },
+    Syscalls {
+        syscalls: u64,
+        nr: Nr,
+        syscall_nr: libc::c_long,
+    },
+    Files {
+        opens: u64,
+        closes: u64,
+        failed_opens: u64,
+        failed_errno: Option<i32>,
+    },
+    Faults {
+        pages: usize,
+        pages_per_round: usize,
+        rounds: usize,
+        page_size: usize,
+    },
+    Fork {
+        children: Vec<u32>,
+        child_millis: u64,
+        child_syscalls: u64,
+    },
+    Pingpong {
+        rounds: u64,
+        cpus: Option<CpuPair>,
+    },
+    Burst {
+        idle_ms: u64,
+        millis: u64,
+        burst_calls: u64,
+        nr: Nr,
+        syscall_nr: libc::c_long,
+    },
+    Mixed {
+        millis: u64,
+        ticks: u64,
+        opens: u64,
+        closes: u64,
+        pages: u64,
+        syscalls: u64,
+    },
+}
+
+struct Outcome {
+    work: Work,
+    ns_per_op: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    pid: u32,
+    mode: &'static str,
+    work: Work,
+    ns_per_op: Option<f64>,
+    #[serde(flatten)]
+    truth: Truth,
+}
+
+/// The kernel's own accounting, read once the work (and every helper thread) is done.
+#[derive(Serialize)]
+struct Truth {
+    rusage_self: Usage,
+    rusage_children: Usage,
+    schedstat_ns: u64,
+    status: CtxtSwitches,
+    oncpu_truth_ns: u64,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    utime_us: u64,
+    stime_us: u64,
+    minflt: u64,
+    majflt: u64,
+    nvcsw: u64,
+    nivcsw: u64,
+    maxrss_kb: u64,
+}
+
+#[derive(Serialize)]
+struct CtxtSwitches {
+    voluntary_ctxt_switches: u64,
+    nonvoluntary_ctxt_switches: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.common.ready_file {
+        write_ready_file(path)?;
+    }
+    wait_for_start(&cli.common)?;
+    let outcome = cli.mode.run()?;
+    // Counts are already recorded, so the files opened to read /proc cannot skew them.
+    let truth = Truth::collect()?;
+    print_report(&Report {
+        pid: std::process::id(),
+        mode: cli.mode.name(),
+        work: outcome.work,
+        ns_per_op: outcome.ns_per_op,
+        truth,
+    })?;
+    if cli.common.linger {
+        linger()?;
+    }
+    Ok(())
+}
+
+fn write_ready_file(path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    // Rename so a polling test never reads a half-written pid.
+    fs::write(&tmp, std::process::id().to_string())
+        .with_context(|| format!("write {}", Path::new(&tmp).display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+}
+
+fn wait_for_start(common: &Common) -> Result<()> {
+    if common.wait_stdin {
+        let mut line = String::new();
+        let read = io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("read start line from stdin")?;
+        ensure!(read > 0, "stdin closed before the start line arrived");
+    }
+    thread::sleep(Duration::from_millis(common.delay_ms));
+    Ok(())
+}
+
+fn print_report(report: &Report) -> Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, report).context("serialize report")?;
+    writeln!(out).context("write report")?;
+    out.flush().context("flush report")
+}
+
+fn linger() -> Result<()> {
+    exit_zero_on_sigterm()?;
+    // A blocking read sleeps in the kernel, so lingering adds no CPU time to the figures.
+    io::copy(&mut io::stdin().lock(), &mut io::sink()).context("drain stdin")?;
+    Ok(())
+}
+
+extern "C" fn exit_zero(_signal: libc::c_int) {
+    // SAFETY: `_exit` is async-signal-safe, and the report was flushed before lingering.
+    unsafe { libc::_exit(0) }
+}
+
+fn exit_zero_on_sigterm() -> Result<()> {
+    let handler = exit_zero as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only calls the async-signal-safe `_exit`.
+    if unsafe { libc::signal(libc::SIGTERM, handler) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error()).context("install SIGTERM handler");
+    }
+    Ok(())
+}
+
+fn per_op(elapsed: Duration, ops: u64) -> Option<f64> {
+    (ops > 0).then(|| elapsed.as_nanos() as f64 / ops as f64)
+}
+
+fn raw_syscall(nr: Nr) -> libc::c_long {
+    // Raw, because libc wrappers may cache results (getpid did) and skip the kernel entirely.
+    // SAFETY: every `Nr` is an argument-less syscall that touches no memory of ours.
+    unsafe { libc::syscall(nr.number()) }
+}
+
+/// Busy-loops in userspace for `dur`; returns the iterations done. `Instant::now` reads the
+/// clock through the vDSO, so no syscalls are made.
+fn spin_for(dur: Duration) -> u64 {
+    let start = Instant::now();
+    let mut x = 1_u64;
+    let mut iterations = 0;
+    while start.elapsed() < dur {
+        for _ in 0..SPIN_BATCH {
+            x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        iterations += SPIN_BATCH;
+    }
+    iterations
+}
+
+fn join<T>(handle: ScopedJoinHandle<'_, T>) -> Result<T> {
+    handle.join().map_err(|_| anyhow!("worker thread panicked"))
+}
+
+fn spin(millis: u64, threads: usize) -> Result<Outcome> {
+    ensure!(threads > 0, "--threads must be at least 1");
+    let dur = Duration::from_millis(millis);
+    let iterations = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| spin_for(dur))).collect();
+        handles.into_iter().map(join).sum::<Result<u64>>()
+    })?;
+    Ok(Outcome {
+        work: Work::Spin {
+            threads,
+            millis,
+            iterations,
+        },
+        ns_per_op: None,
+    })
+}
+
+fn syscalls(count: u64, nr: Nr) -> Outcome {
+    let start = Instant::now();
+    for _ in 0..count {
+        black_box(raw_syscall(nr));
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        work: Work::Syscalls {
+            syscalls: count,
+            nr,
+            syscall_nr: nr.number(),
+        },
+        ns_per_op: per_op(elapsed, count),
+    }
+}
+
+fn open_readonly(path: &CStr) -> io::Result<libc::c_int> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(fd)
+    }
+}
+
+fn close(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: the caller owns `fd` and never uses it again.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn open_close_dev_null() -> Result<()> {
+    let fd = open_readonly(DEV_NULL).context("open /dev/null")?;
+    close(fd).context("close /dev/null")
+}
+
+fn files(opens: u64, fails: u64) -> Result<Outcome> {
+    let (mut opened, mut closed) = (0, 0);
+    let start = Instant::now();
+    for _ in 0..opens {
+        let fd = open_readonly(DEV_NULL).context("open /dev/null")?;
+        opened += 1;
+        close(fd).context("close /dev/null")?;
+        closed += 1;
+    }
+    let elapsed = start.elapsed();
+
+    let mut failed = 0;
+    for _ in 0..fails {
+        match open_readonly(MISSING_PATH) {
+            Ok(fd) => {
+                close(fd).ok();
+                bail!("{MISSING_PATH:?} unexpectedly exists");
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => failed += 1,
+            Err(e) => return Err(e).context(format!("open {MISSING_PATH:?}: expected ENOENT")),
+        }
+    }
+
+    Ok(Outcome {
+        work: Work::Files {
+            opens: opened,
+            closes: closed,
+            failed_opens: failed,
+            failed_errno: (failed > 0).then_some(libc::ENOENT),
+        },
+        ns_per_op: per_op(elapsed, opens),
+    })
+}
+
+fn page_size() -> Result<usize> {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).context("sysconf(_SC_PAGESIZE)")
+}
+
+/// A private anonymous mapping, unmapped on drop.
+struct AnonPages {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl AnonPages {
+    fn map(len: usize) -> Result<Self> {
+        // SAFETY: a fresh anonymous mapping aliases nothing.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()).context(format!("mmap {len} bytes"));
+        }
+        // Transparent huge pages would satisfy 512 touches with one fault; we promise one fault
+        // per page. Best effort: the call fails harmlessly on kernels without THP.
+        // SAFETY: the range is exactly the mapping we just created.
+        unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) };
+        let ptr = NonNull::new(addr.cast()).context("mmap returned null")?;
+        Ok(Self { ptr, len })
+    }
+
+    /// Writes one byte to each page, faulting each one in.
+    fn touch(&mut self, page_size: usize) {
+        for offset in (0..self.len).step_by(page_size) {
+            // SAFETY: `offset < len`, inside our writable mapping.
+            unsafe { self.ptr.add(offset).write_volatile(1) };
+        }
+    }
+}
+
+impl Drop for AnonPages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping we own; nothing borrows it past `self`.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert_eq!(rc, 0, "munmap failed");
+    }
+}
+
+fn faults(pages: usize, rounds: usize) -> Result<Outcome> {
+    ensure!(pages > 0, "--pages must be at least 1");
+    let page_size = page_size()?;
+    let len = pages.checked_mul(page_size).context("--pages too large")?;
+    let mut touching = Duration::ZERO;
+    for _ in 0..rounds {
+        let mut region = AnonPages::map(len)?;
+        let start = Instant::now();
+        region.touch(page_size);
+        touching += start.elapsed();
+    }
+    let total = pages * rounds;
+    Ok(Outcome {
+        work: Work::Faults {
+            pages: total,
+            pages_per_round: pages,
+            rounds,
+            page_size,
+        },
+        ns_per_op: per_op(touching, total as u64),
+    })
+}
+
+fn fork_children(children: usize, millis: u64) -> Result<Outcome> {
+    let dur = Duration::from_millis(millis);
+    let mut pids = Vec::with_capacity(children);
+    for _ in 0..children {
+        match fork_spinner(dur) {
+            Ok(pid) => pids.push(pid),
+            Err(e) => {
+                // Reap what we started so no child outlives a failed run; the fork error matters more.
+                let _ = pids.iter().try_for_each(|&pid| reap(pid));
+                return Err(e);
+            }
+        }
+    }
+    pids.iter().try_for_each(|&pid| reap(pid))?;
+    Ok(Outcome {
+        work: Work::Fork {
+            children: pids.iter().map(|&pid| pid.unsigned_abs()).collect(),
+            child_millis: millis,
+            child_syscalls: CHILD_SYSCALLS,
+        },
+        ns_per_op: None,
+    })
+}
+
+fn fork_spinner(dur: Duration) -> Result<libc::pid_t> {
+    // SAFETY: this process is single-threaded here, and the child only spins, makes raw
+    // syscalls and `_exit`s: no allocation, locks or unwinding after the fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()).context("fork"),
+        0 => child_main(dur),
+        pid => Ok(pid),
+    }
+}
+
+fn child_main(dur: Duration) -> ! {
+    spin_for(dur);
+    for _ in 0..CHILD_SYSCALLS {
+        black_box(raw_syscall(Nr::Getppid));
+    }
+    // SAFETY: `_exit` skips the parent's atexit handlers and stdio buffers, which the child
+    // must not run or flush a second time.
+    unsafe { libc::_exit(0) }
+}
+
+fn reap(pid: libc::pid_t) -> Result<()> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for the duration of the call.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).context(format!("waitpid {pid}"));
+        }
+    }
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child {pid} did not exit cleanly (wait status {status:#x})"
+    );
+    Ok(())
+}
+
+/// The CPUs this process may run on, so bad `--cpus` fail up front with a clear message.
+fn allowed_cpus() -> Result<libc::cpu_set_t> {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, correctly sized out-buffer.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(io::Error::last_os_error()).context("sched_getaffinity");
+    }
+    Ok(set)
+}
+
+fn check_cpu(allowed: &libc::cpu_set_t, cpu: usize) -> Result<()> {
+    ensure!(cpu < libc::CPU_SETSIZE as usize, "CPU {cpu} out of range");
+    // SAFETY: `cpu` is within the set's bounds, checked above.
+    ensure!(
+        unsafe { libc::CPU_ISSET(cpu, allowed) },
+        "CPU {cpu} is not available to us"
+    );
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu`, which `check_cpu` has validated.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE`, so the bit lies inside the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid, correctly sized cpu_set_t; tid 0 means the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error()).context(format!("pin to CPU {cpu}"));
+    }
+    Ok(())
+}
+
+fn pingpong(rounds: u64, cpus: Option<CpuPair>) -> Result<Outcome> {
+    if let Some(pair) = cpus {
+        let allowed = allowed_cpus()?;
+        check_cpu(&allowed, pair.first)?;
+        check_cpu(&allowed, pair.second)?;
+    }
+    let (mut ping_rx, mut ping_tx) = io::pipe().context("create ping pipe")?;
+    let (mut pong_rx, mut pong_tx) = io::pipe().context("create pong pipe")?;
+
+    // Each thread owns its pipe ends: if one fails, the other sees EOF or EPIPE instead of
+    // blocking forever.
+    let (client, server) = thread::scope(|s| {
+        let server = s.spawn(move || -> Result<()> {
+            if let Some(pair) = cpus {
+                pin_to_cpu(pair.second)?;
+            }
+            let mut byte = [0_u8];
+            for _ in 0..rounds {
+                ping_rx.read_exact(&mut byte).context("server read")?;
+                pong_tx.write_all(&byte).context("server write")?;
+            }
+            Ok(())
+        });
+        let client = s.spawn(move || -> Result<Duration> {
+            if let Some(pair) = cpus {
+                pin_to_cpu(pair.first)?;
+            }
+            let mut byte = [1_u8];
+            let start = Instant::now();
+            for _ in 0..rounds {
+                ping_tx.write_all(&byte).context("client write")?;
+                pong_rx.read_exact(&mut byte).context("client read")?;
+            }
+            Ok(start.elapsed())
+        });
+        (join(client), join(server))
+    });
+    server??;
+    let elapsed = client??;
+    Ok(Outcome {
+        work: Work::Pingpong { rounds, cpus },
+        ns_per_op: per_op(elapsed, rounds),
+    })
+}
+
+fn burst(idle_ms: u64, millis: u64, nr: Nr) -> Outcome {
+    thread::sleep(Duration::from_millis(idle_ms));
+    let dur = Duration::from_millis(millis);
+    let start = Instant::now();
+    let mut calls = 0;
+    while start.elapsed() < dur {
+        for _ in 0..BURST_BATCH {
+            black_box(raw_syscall(nr));
+        }
+        calls += BURST_BATCH;
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        work: Work::Burst {
+            idle_ms,
+            millis,
+            burst_calls: calls,
+            nr,
+            syscall_nr: nr.number(),
+        },
+        ns_per_op: per_op(elapsed, calls),
+    }
+}
+
+fn mixed(millis: u64) -> Result<Outcome> {
+    let page_size = page_size()?;
+    let start = Instant::now();
+    let end = start + Duration::from_millis(millis);
+    let mut next = start;
+    let mut ticks = 0;
+    while next < end {
+        open_close_dev_null()?;
+        AnonPages::map(page_size)?.touch(page_size);
+        for _ in 0..MIXED_SYSCALLS_PER_TICK {
+            black_box(raw_syscall(Nr::Getppid));
+        }
+        ticks += 1;
+        // Absolute deadlines keep the rate steady however long each tick's work takes.
+        next += MIXED_TICK;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    // Any failure aborts the run, so every completed tick did each piece of work exactly once.
+    Ok(Outcome {
+        work: Work::Mixed {
+            millis,
+            ticks,
+            opens: ticks,
+            closes: ticks,
+            pages: ticks,
+            syscalls: ticks * MIXED_SYSCALLS_PER_TICK,
+        },
+        ns_per_op: None,
+    })
+}
+
+impl Truth {
+    fn collect() -> Result<Self> {
+        // rusage first: it needs no file, so nothing below can leak into it.
+        let rusage_self = Usage::read(libc::RUSAGE_SELF)?;
+        let rusage_children = Usage::read(libc::RUSAGE_CHILDREN)?;
+        let oncpu_truth_ns = rusage_self.oncpu_ns() + rusage_children.oncpu_ns();
+        Ok(Self {
+            rusage_self,
+            rusage_children,
+            schedstat_ns: schedstat_ns()?,
+            status: CtxtSwitches::read()?,
+            oncpu_truth_ns,
+        })
+    }
+}
+
+fn nonneg(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Usage {
+    fn read(who: libc::c_int) -> Result<Self> {
+        // SAFETY: `rusage` is plain data; all-zero is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid out-pointer.
+        if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+            return Err(io::Error::last_os_error()).context("getrusage");
+        }
+        let micros = |tv: libc::timeval| nonneg(tv.tv_sec) * 1_000_000 + nonneg(tv.tv_usec);
+        Ok(Self {
+            utime_us: micros(ru.ru_utime),
+            stime_us: micros(ru.ru_stime),
+            minflt: nonneg(ru.ru_minflt),
+            majflt: nonneg(ru.ru_majflt),
+            nvcsw: nonneg(ru.ru_nvcsw),
+            nivcsw: nonneg(ru.ru_nivcsw),
+            // Linux reports ru_maxrss in kilobytes.
+            maxrss_kb: nonneg(ru.ru_maxrss),
+        })
+    }
+
+    fn oncpu_ns(&self) -> u64 {
+        (self.utime_us + self.stime_us) * 1000
+    }
+}
+
+/// Sum of on-CPU time of our live threads. Exited threads' time is gone from /proc, so with
+/// helper threads joined this is the main thread's share; `oncpu_truth_ns` covers everything.
+fn schedstat_ns() -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir("/proc/self/task").context("list /proc/self/task")? {
+        let path = entry
+            .context("list /proc/self/task")?
+            .path()
+            .join("schedstat");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let first = text.split_whitespace().next().unwrap_or_default();
+                total += first
+                    .parse::<u64>()
+                    .with_context(|| format!("parse {}: {text:?}", path.display()))?;
+            }
+            // A just-joined thread can still be listed for a moment before the kernel reaps it.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            }
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+    Ok(total)
+}
+
+impl CtxtSwitches {
+    fn read() -> Result<Self> {
+        let status = fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+        let field = |name: &str| -> Result<u64> {
+            let value = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .with_context(|| format!("no {name} in /proc/self/status"))?;
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("parse {name}: {value:?}"))
+        };
+        Ok(Self {
+            voluntary_ctxt_switches: field("voluntary_ctxt_switches")?,
+            nonvoluntary_ctxt_switches: field("nonvoluntary_ctxt_switches")?,
+        })
+    }
+}
