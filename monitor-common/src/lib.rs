@@ -65,7 +65,8 @@ pub struct TargetCounters {
     pub fd_close_range_calls: u64,
     /// Failed open, openat, openat2, creat and open_by_handle_at calls.
     pub fd_open_errors: u64,
-    /// Syscall exits whose start slot was taken by another thread (latency not measured).
+    /// Syscall exits without a start (attached mid-call, or a start slot shared by two target
+    /// threads): counted at entry, latency not measured.
     pub syscall_starts_lost: u64,
     /// Target processes that exited (whole thread group).
     pub process_exits: u64,

@@ -1,9 +1,10 @@
 //! Syscall counts and latency per target and number, and fd creations/closes from the results.
 //!
-//! sys_enter writes the start into a slot indexed by tid (not per CPU: a blocking syscall can
-//! resume on another CPU). sys_exit finds it by tid; only when it does not (attached mid-syscall,
-//! or two target threads sharing a slot) does it pay for the TGID lookup and a regs read, and the
-//! call is still counted, without latency.
+//! sys_enter counts the call (so a call is the target's when it entered as a target, and counts
+//! stay exact whatever happens to latency) and writes the start into a slot indexed by tid (not
+//! per CPU: a blocking syscall can resume on another CPU). sys_exit finds the start by tid and
+//! adds the latency; only when it does not (attached mid-syscall, or two target threads sharing a
+//! slot) does it pay for the TGID lookup and a regs read, to still account fds.
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -39,9 +40,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let nr = id as u32;
+    count(slot, nr);
     if nr == nr::EXIT || nr == nr::EXIT_GROUP {
-        // They never return, so count them here.
-        count(slot, nr, 0);
+        // They never return.
         return Ok(());
     }
     let regs: *const pt_regs = ctx.arg(0);
@@ -74,7 +75,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         unsafe { (*start).start_ns = 0 };
         let now = unsafe { bpf_ktime_get_ns() };
         let (nr, slot) = (s.nr as u32, s.slot as u32);
-        count(slot, nr, now.saturating_sub(s.start_ns));
+        add_latency(slot, nr, now.saturating_sub(s.start_ns));
         account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
         return Ok(());
     }
@@ -89,7 +90,6 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let nr = id as u32;
-    count(slot, nr, 0);
     if let Some(c) = counters(slot) {
         c.syscall_starts_lost += 1;
     }
@@ -106,13 +106,18 @@ fn is_dupfd(regs: *const pt_regs) -> Result<bool, i64> {
 }
 
 #[inline(always)]
-fn count(slot: u32, nr: u32, ns: u64) {
+fn count(slot: u32, nr: u32) {
     if let Some(stat) = SYSCALLS.get_ptr_mut(slot * MAX_SYSCALLS + nr) {
         // SAFETY: per-CPU value, no concurrent writer.
-        unsafe {
-            (*stat).count += 1;
-            (*stat).total_ns += ns;
-        }
+        unsafe { (*stat).count += 1 };
+    }
+}
+
+#[inline(always)]
+fn add_latency(slot: u32, nr: u32, ns: u64) {
+    if let Some(stat) = SYSCALLS.get_ptr_mut(slot * MAX_SYSCALLS + nr) {
+        // SAFETY: per-CPU value (the exit's CPU; the sum over CPUs is what user space reads).
+        unsafe { (*stat).total_ns += ns };
     }
 }
 

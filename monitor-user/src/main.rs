@@ -20,10 +20,15 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // The daemon narrates; the one-shot commands print their result and only warnings.
+    let default_level = match cli.command {
+        cli::Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,1 +1,160 @@
-fn main() {}
+//! Chores for monitor: `cargo xtask setup | build | run | test | bench`.
+//!
+//! Everything a fresh machine of this kind needs is installed here, idempotently, so that the
+//! README's two commands work from a clean clone.
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Setup, build, run, test and bench chores for monitor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building needs (rust-src for nightly, bpf-linker against the nightly's LLVM).
+    Setup {
+        /// Also install what the tests and benchmarks need (Debian packages).
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Build the daemon (kernel programs included) in release mode.
+    Build,
+    /// Set up, build and run `monitor run`. Without arguments, starts a demo workload and watches
+    /// it, serving http://127.0.0.1:8001/metrics.
+    Run {
+        /// Arguments for `monitor run` (e.g. `--pid 1234` or `--comm uvicorn`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up (with test dependencies), build, and run every test, privileged ones included.
+    Test,
+    /// Measure overhead and footprint; writes BENCHMARKS.md.
+    Bench {
+        /// A shorter run (under two minutes).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup { test_deps } => {
+            setup::toolchain()?;
+            if test_deps {
+                setup::test_dependencies()?;
+            }
+            Ok(())
+        }
+        Cmd::Build => {
+            let tools = setup::toolchain()?;
+            build(&tools)
+        }
+        Cmd::Run { args } => {
+            let tools = setup::toolchain()?;
+            build(&tools)?;
+            run(&args)
+        }
+        Cmd::Test => {
+            let tools = setup::toolchain()?;
+            setup::test_dependencies()?;
+            build(&tools)?;
+            test(&tools)
+        }
+        Cmd::Bench { quick } => {
+            let tools = setup::toolchain()?;
+            setup::test_dependencies()?;
+            build(&tools)?;
+            bench::run(quick)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn release_bin(name: &str) -> PathBuf {
+    workspace_root().join("target/release").join(name)
+}
+
+/// A cargo command with the tools directory (bpf-linker) first on PATH.
+fn cargo(tools: &setup::Tools) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).env("PATH", tools.path_env());
+    cmd
+}
+
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn build(tools: &setup::Tools) -> anyhow::Result<()> {
+    status(cargo(tools).args([
+        "build",
+        "--release",
+        "-p",
+        "monitor-user",
+        "-p",
+        "monitor-tests",
+    ]))
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let monitor = release_bin("monitor");
+    if !args.is_empty() {
+        return status(Command::new(monitor).arg("run").args(args));
+    }
+    // Demo: a steady mixed workload (opens, faults, syscalls) that lives until we stop.
+    let mut workload = Command::new(release_bin("workload"))
+        .args(["mixed", "--millis", "86400000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the demo workload")?;
+    eprintln!(
+        "xtask: demo workload pid {}; metrics at http://127.0.0.1:8001/metrics (Ctrl-C to stop)",
+        workload.id()
+    );
+    let result = status(
+        Command::new(monitor)
+            .args(["run", "--pid", &workload.id().to_string(), "--name", "demo"]),
+    );
+    let _ = workload.kill();
+    let _ = workload.wait();
+    result
+}
+
+fn test(tools: &setup::Tools) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the test suite loads BPF programs and must run as root (sudo cargo xtask test)");
+    }
+    let monitor = release_bin("monitor");
+    let workload = release_bin("workload");
+    status(
+        cargo(tools)
+            .args(["test", "--release", "--workspace", "--", "--test-threads=1"])
+            .env("MONITOR_BIN", &monitor)
+            .env("WORKLOAD_BIN", &workload),
+    )
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
 use monitor_common::globals;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{btf::TaskOffsets, btf::VMLINUX_BTF, maps::KernelMaps};
 
@@ -131,6 +131,6 @@ fn raise_memlock_limit() {
     };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        warn!("could not raise RLIMIT_MEMLOCK; map creation may fail on kernels before 5.11");
+        debug!("could not raise RLIMIT_MEMLOCK; map creation may fail on kernels before 5.11");
     }
 }

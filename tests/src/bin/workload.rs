@@ -107,6 +107,9 @@ enum Mode {
         /// Wall-clock milliseconds each child spins.
         #[arg(long, value_name = "M")]
         millis: u64,
+        /// Anonymous pages each child maps and touches (one fault each).
+        #[arg(long, value_name = "P", default_value_t = 0)]
+        pages: usize,
     },
     /// Two threads bounce one byte over two pipes R times, optionally pinned to CPUs A and B.
     Pingpong {
@@ -158,7 +161,11 @@ impl Mode {
             Self::Syscalls { count, nr } => Ok(syscalls(count, nr)),
             Self::Files { opens, fails } => files(opens, fails),
             Self::Faults { pages, rounds } => faults(pages, rounds),
-            Self::Fork { children, millis } => fork_children(children, millis),
+            Self::Fork {
+                children,
+                millis,
+                pages,
+            } => fork_children(children, millis, pages),
             Self::Pingpong { rounds, cpus } => pingpong(rounds, cpus),
             Self::Burst {
                 idle_ms,
@@ -572,11 +579,13 @@ fn faults(pages: usize, rounds: usize) -> Result<Outcome> {
     })
 }
 
-fn fork_children(children: usize, millis: u64) -> Result<Outcome> {
+fn fork_children(children: usize, millis: u64, pages: usize) -> Result<Outcome> {
     let dur = Duration::from_millis(millis);
+    let page_size = page_size()?;
+    let len = pages.checked_mul(page_size).context("--pages too large")?;
     let mut pids = Vec::with_capacity(children);
     for _ in 0..children {
-        match fork_spinner(dur) {
+        match fork_spinner(dur, len, page_size) {
             Ok(pid) => pids.push(pid),
             Err(e) => {
                 // Reap what we started so no child outlives a failed run; the fork error matters more.
@@ -596,18 +605,26 @@ fn fork_children(children: usize, millis: u64) -> Result<Outcome> {
     })
 }
 
-fn fork_spinner(dur: Duration) -> Result<libc::pid_t> {
+fn fork_spinner(dur: Duration, len: usize, page_size: usize) -> Result<libc::pid_t> {
     // SAFETY: this process is single-threaded here, and the child only spins, makes raw
     // syscalls and `_exit`s: no allocation, locks or unwinding after the fork.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()).context("fork"),
-        0 => child_main(dur),
+        0 => child_main(dur, len, page_size),
         pid => Ok(pid),
     }
 }
 
-fn child_main(dur: Duration) -> ! {
+fn child_main(dur: Duration, len: usize, page_size: usize) -> ! {
     spin_for(dur);
+    // mmap/munmap are raw syscalls; only a failure would allocate (for its error message).
+    if len > 0 {
+        match AnonPages::map(len) {
+            Ok(mut region) => region.touch(page_size),
+            // SAFETY: as below.
+            Err(_) => unsafe { libc::_exit(1) },
+        }
+    }
     for _ in 0..CHILD_SYSCALLS {
         black_box(raw_syscall(Nr::Getppid));
     }

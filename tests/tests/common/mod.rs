@@ -1,0 +1,222 @@
+//! Helpers for the privileged integration tests: binaries, root check, workloads and daemons.
+#![allow(dead_code, reason = "each test file uses a different part of this module")]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn bin(var: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name)
+    });
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`cargo xtask test` does) or set {var}",
+        path.display()
+    );
+    path
+}
+
+pub fn monitor_bin() -> PathBuf {
+    bin("MONITOR_BIN", "monitor")
+}
+
+pub fn workload_bin() -> PathBuf {
+    bin("WORKLOAD_BIN", "workload")
+}
+
+/// These tests load BPF programs: fail loudly (never skip) when that is impossible.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test loads BPF programs and must run as root (run `sudo cargo xtask test`)");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `monitor stat --json -- workload ARGS`: (monitor's report, workload's own report, exit status).
+pub fn stat_workload(args: &[&str]) -> (Value, Value, i32) {
+    let out = Command::new(monitor_bin())
+        .args(["stat", "--json", "--"])
+        .arg(workload_bin())
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running monitor stat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with('{'));
+    let workload: Value = serde_json::from_str(lines.next().expect("workload report")).unwrap();
+    let monitor: Value = serde_json::from_str(lines.next().expect("monitor report")).unwrap();
+    (monitor, workload, out.status.code().unwrap_or(-1))
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an unsigned number: {v}"))
+}
+
+/// Total faults the kernel accounted to the workload and its reaped children (getrusage).
+pub fn rusage_faults(w: &Value) -> u64 {
+    ["rusage_self", "rusage_children"]
+        .iter()
+        .map(|k| u(&w[k]["minflt"]) + u(&w[k]["majflt"]))
+        .sum()
+}
+
+pub fn assert_within(what: &str, measured: f64, truth: f64, tolerance: f64) {
+    let err = (measured - truth).abs() / truth;
+    assert!(
+        err <= tolerance,
+        "{what}: monitor {measured} vs truth {truth}: {:.3} % off (allowed {:.1} %)",
+        err * 100.0,
+        tolerance * 100.0
+    );
+}
+
+/// A workload held at its start line until `go()`, then lingering until dropped.
+pub struct Workload {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Workload {
+    pub fn start(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(["--wait-stdin", "--linger"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the workload");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(BufReader::new);
+        Self { child, stdin, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts the work and returns the workload's report once it is done (it then lingers).
+    pub fn go(&mut self) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.as_mut().unwrap().read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload report {line:?}: {e}"))
+    }
+
+    /// Ends the linger (stdin EOF) and reaps.
+    pub fn finish(mut self) {
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `monitor run` on loopback with fast cadences.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    _config: tempfile::NamedTempFile,
+}
+
+pub const FAST_CONFIG: &str = "[cadence]\ncpu_memory = \"300ms\"\nvms = \"300ms\"\nfds_threads = \"300ms\"\ndiscovery = \"200ms\"\n";
+
+impl Daemon {
+    pub fn start(target: &[&str], extra: &[&str]) -> Self {
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        config.write_all(FAST_CONFIG.as_bytes()).unwrap();
+        let port = free_port();
+        let child = Command::new(monitor_bin())
+            .arg("run")
+            .args(target)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(config.path())
+            .args(extra)
+            .spawn()
+            .expect("starting monitor run");
+        let d = Self { child, port, _config: config };
+        d.wait_for(|m| m.contains("app_up{"), "app_up served");
+        d
+    }
+
+    pub fn metrics_text(&self) -> String {
+        ureq::get(&format!("http://127.0.0.1:{}/metrics", self.port))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of the series `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.metrics_text(), name, labels)
+    }
+
+    /// Polls /metrics until `pred` holds (10 s at most).
+    pub fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics_text();
+            if pred(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last /metrics:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the value of a series stops changing over two cadences.
+    pub fn settled(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            std::thread::sleep(Duration::from_millis(700));
+            let v = self.value(name, labels);
+            if v.is_some() && v == last {
+                return v.unwrap();
+            }
+            assert!(Instant::now() < deadline, "{name} did not settle (last {last:?})");
+            last = v;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+    scrape.samples.iter().find_map(|s| {
+        let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        if !matches {
+            return None;
+        }
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        }
+    })
+}

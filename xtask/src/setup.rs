@@ -1,0 +1,203 @@
+//! Idempotent setup of the eBPF build chain and the test dependencies.
+//!
+//! The chain (see ../shared/notes/ebpf-toolchain.md): the nightly toolchain with rust-src builds
+//! the kernel crate with `-Z build-std=core`; bpf-linker 0.13 is built from crates.io against the
+//! nightly's own libLLVM (no matching LLVM in Debian), through a directory of two symlinks to it.
+//! The result is cached per nightly version, so a nightly update rebuilds it.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::status;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const NIGHTLY: &str = "nightly";
+
+/// Debian packages the tests and benchmarks start or compare against.
+const TEST_PACKAGES: &[&str] = &[
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-process-exporter",
+    "bpftrace",
+    "strace",
+    "sysstat",
+];
+
+pub struct Tools {
+    pub bin: PathBuf,
+}
+
+impl Tools {
+    /// PATH with our tools first.
+    pub fn path_env(&self) -> OsString {
+        let mut paths = vec![self.bin.clone()];
+        if let Some(path) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&path));
+        }
+        std::env::join_paths(paths).expect("tool paths contain no separator")
+    }
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn toolchain() -> anyhow::Result<Tools> {
+    let installed = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the kernel programs with the nightly toolchain")?;
+    if !installed.lines().any(|l| l.starts_with(NIGHTLY)) {
+        eprintln!("xtask: installing the nightly toolchain");
+        status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    }
+    bpf_linker()
+}
+
+/// The nightly's libLLVM shared object, which bpf-linker must link against.
+fn nightly_llvm() -> anyhow::Result<(PathBuf, String)> {
+    let sysroot = PathBuf::from(output(Command::new("rustc").args([
+        &format!("+{NIGHTLY}"),
+        "--print",
+        "sysroot",
+    ]))?);
+    let lib = sysroot.join("lib");
+    let so = std::fs::read_dir(&lib)
+        .with_context(|| format!("listing {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}: the nightly must ship LLVM as a shared library", lib.display()))?;
+    let version = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-V"]))?;
+    Ok((so, version))
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("monitor-tools")
+}
+
+fn bpf_linker() -> anyhow::Result<Tools> {
+    let (llvm_so, nightly) = nightly_llvm()?;
+    // Key on the nightly's version: a new nightly may ship another LLVM.
+    let key: String = nightly
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    let root = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-{key}"));
+    let tools = Tools { bin: root.join("bin") };
+    let llvm_prefix = root.join("llvm");
+    let linker = tools.bin.join("bpf-linker");
+    // The symlinks must exist whenever bpf-linker runs (it finds libLLVM through its RUNPATH).
+    link_llvm(&llvm_prefix.join("lib"), &llvm_so)?;
+    if linker.exists() {
+        return Ok(tools);
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", llvm_so.display());
+    status(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--root",
+            ])
+            .arg(&root)
+            .env("LLVM_PREFIX", &llvm_prefix),
+    )
+    .context("building bpf-linker; see ../shared/notes/ebpf-toolchain.md")?;
+    Ok(tools)
+}
+
+fn link_llvm(lib: &Path, so: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(lib).with_context(|| format!("creating {}", lib.display()))?;
+    let file_name = so.file_name().expect("a file");
+    for name in [Path::new("libLLVM.so"), Path::new(file_name)] {
+        let link = lib.join(name);
+        if std::fs::read_link(&link).ok().as_deref() == Some(so) {
+            continue;
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(so, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), so.display()))?;
+    }
+    Ok(())
+}
+
+pub fn test_dependencies() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        status(Command::new("apt-get").arg("update").arg("-qq"))?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("installing test dependencies (needs root and the Debian mirror)")?;
+    }
+    // The Debian packages start their services; the tests start their own on other ports, so
+    // stop these to keep ports and CPU free (ignore failures: there may be no init system).
+    for service in ["prometheus", "prometheus-alertmanager", "prometheus-process-exporter"] {
+        let _ = Command::new("service")
+            .args([service, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    // bpftrace (a benchmark peer) needs tracefs; monitor itself does not.
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status();
+    }
+    Ok(())
+}
