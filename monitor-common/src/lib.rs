@@ -38,6 +38,8 @@ pub mod globals {
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     /// Byte offset of `tgid` in `struct task_struct`, from the running kernel's BTF.
     pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    /// Byte offset of `se.sum_exec_runtime` in `struct task_struct`.
+    pub const TASK_SUM_EXEC_OFFSET: &str = "TASK_SUM_EXEC_OFFSET";
     /// Byte offsets of `min_flt` and `maj_flt` in `struct task_struct`.
     pub const TASK_MIN_FLT_OFFSET: &str = "TASK_MIN_FLT_OFFSET";
     pub const TASK_MAJ_FLT_OFFSET: &str = "TASK_MAJ_FLT_OFFSET";
@@ -47,7 +49,8 @@ pub mod globals {
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetCounters {
-    /// Completed on-CPU slices of target threads, from sched_switch.
+    /// On-CPU time of target threads as the scheduler accounts it (se.sum_exec_runtime), added
+    /// at each switch-out and exit.
     pub oncpu_ns: u64,
     /// Switches out while blocking (not preempted, not runnable).
     pub switches_voluntary: u64,
@@ -127,11 +130,14 @@ pub struct ProcessStats {
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ThreadStats {
+    /// The thread's se.sum_exec_runtime when it was last accounted: on-CPU time since it started.
     pub oncpu_ns: u64,
     pub switches_voluntary: u64,
     pub switches_involuntary: u64,
     pub tgid: u32,
-    pub _pad: u32,
+    /// 1 when this thread was the last of its process to exit: its final switch-out removes the
+    /// process from the target set.
+    pub last_of_group: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);

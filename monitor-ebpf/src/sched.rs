@@ -1,9 +1,10 @@
 //! On-CPU time and context switches from sched_switch.
 //!
-//! Each CPU remembers who was switched in and when. At the next switch on that CPU the outgoing
-//! task (current) is the one that was switched in, so its slice is `now - start`. Slices still
-//! running are added by user space from CPU_SLICES, or a busy thread that is never switched out
-//! would be under-counted.
+//! On-CPU time is the scheduler's own accounting: at each switch-out (and exit) of a target
+//! thread the growth of its se.sum_exec_runtime since it was last seen is added. A switch event
+//! the program does not see loses nothing: the next one catches up. Each CPU also remembers who
+//! was switched in and when, so user space can add the slices still running, or a busy thread that
+//! is never switched out would lag.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
@@ -12,14 +13,17 @@ use aya_ebpf::{
 use monitor_common::{CpuSlice, ProcessStats, ThreadStats};
 
 use crate::{
-    maps::{CPU_SLICES, PROCESS_STATS, THREAD_STATS, counters, target_slot},
-    task::task_ids,
+    maps::{CPU_SLICES, PROCESS_STATS, TARGETS, THREAD_STATS, counters, target_slot},
+    task::{task_ids, task_oncpu_ns},
 };
 
 // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 const ARG_PREEMPT: usize = 0;
+const ARG_PREV: usize = 1;
 const ARG_NEXT: usize = 2;
 const ARG_PREV_STATE: usize = 3;
+/// include/linux/sched.h: the state of a task switching out for the last time.
+const TASK_DEAD: u64 = 0x80;
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
@@ -30,7 +34,6 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let slice = CPU_SLICES.get_ptr_mut(0).ok_or(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     if let Some(slot) = target_slot(prev_tgid) {
@@ -39,18 +42,22 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
         let preempt: u64 = ctx.arg(ARG_PREEMPT);
         let prev_state: u64 = ctx.arg(ARG_PREV_STATE);
         let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
-        // SAFETY: per-CPU value, no concurrent writer.
-        let s = unsafe { *slice };
-        let ran = if s.start_ns != 0 && s.tid == prev_tid {
-            now.saturating_sub(s.start_ns)
-        } else {
-            0
-        };
-        account(slot, prev_tid, prev_tgid, ran, voluntary);
+        let prev: *const u8 = ctx.arg(ARG_PREV);
+        account(slot, prev_tid, prev_tgid, task_oncpu_ns(prev)?, Some(voluntary));
+        if prev_state & TASK_DEAD != 0 {
+            // The process's last thread leaves only now, so the exit path after
+            // sched_process_exit (unmapping memory, closing files) is counted.
+            // SAFETY: the value is copied out at once.
+            if unsafe { THREAD_STATS.get(&prev_tid) }.is_some_and(|t| t.last_of_group != 0) {
+                let _ = TARGETS.remove(&prev_tgid);
+                let _ = PROCESS_STATS.remove(&prev_tgid);
+            }
+        }
     }
     let next: *const u8 = ctx.arg(ARG_NEXT);
     let (tid, tgid) = task_ids(next)?;
-    // SAFETY: per-CPU value.
+    let slice = CPU_SLICES.get_ptr_mut(0).ok_or(0)?;
+    // SAFETY: per-CPU value, no concurrent writer (the scheduler is not preemptible here).
     unsafe {
         *slice = CpuSlice {
             start_ns: now,
@@ -61,32 +68,44 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Accounts the running slice of `tid` up to now and restarts it, for callers that know the
-/// task is about to stop being a target.
+/// Brings a target thread's on-CPU total up to `oncpu_ns` (its sum_exec_runtime now) and counts a
+/// switch when there was one. Returns nothing: a full map only loses the per-thread split.
 #[inline(always)]
-pub fn close_slice(slot: u32, tid: u32, tgid: u32) {
-    let Some(slice) = CPU_SLICES.get_ptr_mut(0) else { return };
-    // SAFETY: helper without preconditions; per-CPU value.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let s = unsafe { &mut *slice };
-    if s.start_ns != 0 && s.tid == tid {
-        let ran = now.saturating_sub(s.start_ns);
-        s.start_ns = now;
-        if let Some(c) = counters(slot) {
-            c.oncpu_ns += ran;
+pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<bool>) {
+    let (vol, invol) = match voluntary {
+        Some(true) => (1, 0),
+        Some(false) => (0, 1),
+        None => (0, 0),
+    };
+    // Only the thread itself writes its entry: plain adds.
+    let ran = match THREAD_STATS.get_ptr_mut(&tid) {
+        Some(t) => unsafe {
+            // SAFETY: live map value, single writer.
+            let ran = oncpu_ns.saturating_sub((*t).oncpu_ns);
+            (*t).oncpu_ns = oncpu_ns.max((*t).oncpu_ns);
+            (*t).switches_voluntary += vol;
+            (*t).switches_involuntary += invol;
+            ran
+        },
+        None => {
+            // First sight of the thread: everything it ran since it started counts (a thread
+            // that ran before its process joined is not in the join baseline, see user space).
+            let fresh = ThreadStats {
+                oncpu_ns,
+                switches_voluntary: vol,
+                switches_involuntary: invol,
+                tgid,
+                last_of_group: 0,
+            };
+            if THREAD_STATS.insert(&tid, &fresh, 0).is_err() {
+                // Without its entry the next switch would count the thread's whole life again.
+                return;
+            }
+            oncpu_ns
         }
-        if let Some(p) = PROCESS_STATS.get_ptr_mut(&tgid) {
-            // SAFETY: this CPU's copy of a live map value.
-            unsafe { (*p).oncpu_ns += ran };
-        }
-    }
-}
-
-#[inline(always)]
-fn account(slot: u32, tid: u32, tgid: u32, ran_ns: u64, voluntary: bool) {
-    let (vol, invol) = if voluntary { (1, 0) } else { (0, 1) };
+    };
     if let Some(c) = counters(slot) {
-        c.oncpu_ns += ran_ns;
+        c.oncpu_ns += ran;
         c.switches_voluntary += vol;
         c.switches_involuntary += invol;
     }
@@ -95,39 +114,19 @@ fn account(slot: u32, tid: u32, tgid: u32, ran_ns: u64, voluntary: bool) {
     match PROCESS_STATS.get_ptr_mut(&tgid) {
         Some(p) => unsafe {
             // SAFETY: this CPU's copy of a live map value.
-            (*p).oncpu_ns += ran_ns;
+            (*p).oncpu_ns += ran;
             (*p).switches_voluntary += vol;
             (*p).switches_involuntary += invol;
         },
         None => {
             let fresh = ProcessStats {
-                oncpu_ns: ran_ns,
+                oncpu_ns: ran,
                 switches_voluntary: vol,
                 switches_involuntary: invol,
                 slot,
                 _pad: 0,
             };
-            // A full map loses the per-process split only; the target totals above have it.
             let _ = PROCESS_STATS.insert(&tgid, &fresh, 0);
-        }
-    }
-    // Only the thread itself writes its entry: plain adds.
-    match THREAD_STATS.get_ptr_mut(&tid) {
-        Some(t) => unsafe {
-            // SAFETY: live map value, single writer.
-            (*t).oncpu_ns += ran_ns;
-            (*t).switches_voluntary += vol;
-            (*t).switches_involuntary += invol;
-        },
-        None => {
-            let fresh = ThreadStats {
-                oncpu_ns: ran_ns,
-                switches_voluntary: vol,
-                switches_involuntary: invol,
-                tgid,
-                _pad: 0,
-            };
-            let _ = THREAD_STATS.insert(&tid, &fresh, 0);
         }
     }
 }

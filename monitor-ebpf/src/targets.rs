@@ -1,6 +1,6 @@
 //! The target set follows process lifetimes in the kernel: a target's forked children join its
-//! slot before they first run, and a process leaves when its whole thread group is dead, so a
-//! reused pid never inherits a target's membership or counts.
+//! slot before they first run, and a process leaves when the last thread of its group switches
+//! out for the last time, so a reused pid never inherits a target's membership or counts.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::raw_tracepoint,
@@ -11,7 +11,7 @@ use monitor_common::{START_SLOTS, SyscallStart};
 
 use crate::{
     maps::{PROCESS_STATS, SYSCALL_STARTS, TARGETS, THREAD_STATS, counters, target_slot},
-    task::{offsets_known, task_faults, task_ids},
+    task::{offsets_known, task_faults, task_ids, task_oncpu_ns},
 };
 
 // sched_process_fork: TP_PROTO(struct task_struct *parent, struct task_struct *child), called by
@@ -63,13 +63,15 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(slot) = target_slot(tgid) else {
         return Ok(());
     };
-    // The exiting thread's last slice: once the group is dead the final switch-out no longer
-    // finds it in TARGETS, and a long last slice would be lost.
-    crate::sched::close_slice(slot, tid, tgid);
-    let _ = THREAD_STATS.remove(&tid);
+    // Account the thread up to now, in case its final switch-out is not seen.
+    let task: *const u8 = ctx.arg(ARG_TASK);
+    if let Ok(oncpu) = task_oncpu_ns(task) {
+        crate::sched::account(slot, tid, tgid, oncpu, None);
+    }
+    // The entry stays: the final switch-out adds the exit path's last microseconds to it, and
+    // user space deletes it once the thread is gone from /proc (two samples in a row).
     // The thread's fault counts are final now; user space reads live threads from /proc, so
     // together they make the exact total even for threads and children that are gone.
-    let task: *const u8 = ctx.arg(ARG_TASK);
     let (min_flt, maj_flt) = task_faults(task).unwrap_or((0, 0));
     let c = counters(slot);
     if let Some(start) = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)) {
@@ -80,15 +82,21 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
     }
-    let group_dead: u64 = ctx.arg(ARG_GROUP_DEAD);
-    if group_dead & 0xff != 0 {
-        let _ = TARGETS.remove(&tgid);
-        let _ = PROCESS_STATS.remove(&tgid);
+    let group_dead = ctx.arg::<u64>(ARG_GROUP_DEAD) & 0xff != 0;
+    if group_dead {
+        // Leave TARGETS at this thread's final switch-out (see sched.rs), not now.
+        if let Some(t) = THREAD_STATS.get_ptr_mut(&tid) {
+            // SAFETY: live map value written only by this thread.
+            unsafe { (*t).last_of_group = 1 };
+        } else {
+            let _ = TARGETS.remove(&tgid);
+            let _ = PROCESS_STATS.remove(&tgid);
+        }
     }
     if let Some(c) = c {
         c.exited_minflt += min_flt;
         c.exited_majflt += maj_flt;
-        c.process_exits += (group_dead & 0xff != 0) as u64;
+        c.process_exits += group_dead as u64;
     }
     Ok(())
 }

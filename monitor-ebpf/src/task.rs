@@ -49,3 +49,17 @@ pub fn task_faults(task: *const u8) -> Result<(u64, u64), i64> {
     let maj = unsafe { bpf_probe_read_kernel(task.wrapping_add(maj_off) as *const u64) }?;
     Ok((min, maj))
 }
+
+#[unsafe(no_mangle)]
+static TASK_SUM_EXEC_OFFSET: u32 = 0;
+
+/// The scheduler's own on-CPU accounting of a task (se.sum_exec_runtime, what schedstat and
+/// getrusage report). At sched_switch it is up to date for the outgoing task: update_curr() ran
+/// in put_prev_task() before the tracepoint.
+#[inline(always)]
+pub fn task_oncpu_ns(task: *const u8) -> Result<u64, i64> {
+    // SAFETY: as in task_ids.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_SUM_EXEC_OFFSET) } as usize;
+    // SAFETY: as in task_ids.
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.map_err(i64::from)
+}

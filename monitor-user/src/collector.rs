@@ -32,10 +32,13 @@ pub struct Due {
     pub fds_threads: bool,
 }
 
-/// What the kernel had accounted to processes before they joined the target set.
+/// What the kernel had accounted to processes before they joined the target set. Live threads'
+/// on-CPU time is not here: the kernel programs count a thread's whole sum_exec_runtime the first
+/// time they see it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Baseline {
-    oncpu_ns: u64,
+    /// On-CPU time of threads that had exited before the join (/proc/PID/stat, in clock ticks).
+    dead_oncpu_ns: u64,
     /// Faults of threads that had exited before the join (live threads are read at each sample).
     dead_minflt: u64,
     dead_majflt: u64,
@@ -76,6 +79,9 @@ pub struct Collector {
     /// /proc-only mode: the members found by walking /proc.
     proc_members: BTreeSet<u32>,
     baseline: Baseline,
+    /// Thread entries whose thread was gone at the last sample; deleted if still gone at the next,
+    /// so the thread's final switch-out has long happened.
+    gone_threads: BTreeSet<u32>,
     proc_totals: ProcTotals,
 }
 
@@ -101,6 +107,7 @@ impl Collector {
             root_start,
             proc_members: BTreeSet::new(),
             baseline: Baseline::default(),
+            gone_threads: BTreeSet::new(),
             proc_totals: ProcTotals::default(),
         };
         collector.refresh_members()?;
@@ -185,7 +192,7 @@ impl Collector {
         let probes = self.probes.as_mut().expect("join is for eBPF mode");
         // In the set first, so forks from now on are followed; then read what came before.
         probes.maps.add_process(pid, slot)?;
-        let read = || -> Result<(Baseline, Vec<(u32, u32)>), ProcError> {
+        let read = || -> Result<Baseline, ProcError> {
             let stat = self.procfs.process(pid)?;
             let status = self.procfs.status(pid)?;
             let mut b = Baseline {
@@ -193,28 +200,25 @@ impl Collector {
                 switches_involuntary: status.nonvoluntary_ctxt_switches,
                 ..Baseline::default()
             };
-            let (mut live_min, mut live_maj) = (0, 0);
-            let mut running = Vec::new();
+            let (mut live_min, mut live_maj, mut live_oncpu) = (0, 0, 0);
             for tid in self.procfs.threads(pid)? {
                 let (Ok(t), Ok(ns)) = (self.procfs.thread(pid, tid), self.procfs.thread_schedstat_ns(pid, tid)) else {
-                    continue; // exited meanwhile: its time is in the process totals we skip
+                    continue; // exited meanwhile: it lands in the dead part
                 };
-                b.oncpu_ns += ns;
+                live_oncpu += ns;
                 live_min += t.minflt;
                 live_maj += t.majflt;
-                if t.state == 'R' {
-                    running.push((t.processor, tid));
-                }
             }
+            let total_oncpu = self.procfs.ticks_to_ns(stat.utime_ticks + stat.stime_ticks);
+            b.dead_oncpu_ns = total_oncpu.saturating_sub(live_oncpu);
             b.dead_minflt = stat.minflt.saturating_sub(live_min);
             b.dead_majflt = stat.majflt.saturating_sub(live_maj);
-            Ok((b, running))
+            Ok(b)
         };
         match read() {
-            Ok((b, running)) => {
-                probes.maps.restart_slices(pid, &running, monotonic_ns())?;
+            Ok(b) => {
                 let base = &mut self.baseline;
-                base.oncpu_ns += b.oncpu_ns;
+                base.dead_oncpu_ns += b.dead_oncpu_ns;
                 base.dead_minflt += b.dead_minflt;
                 base.dead_majflt += b.dead_majflt;
                 base.switches_voluntary += b.switches_voluntary;
@@ -230,8 +234,26 @@ impl Collector {
         }
     }
 
+    /// Deletes the kernel's entries for threads gone at this and the previous sample.
+    fn forget_gone_threads(&mut self) {
+        let Some(probes) = self.probes.as_mut() else { return };
+        let root = self.procfs.root().to_path_buf();
+        let gone: BTreeSet<u32> = probes
+            .maps
+            .threads()
+            .into_iter()
+            .map(|(tid, _)| tid)
+            .filter(|tid| !root.join(tid.to_string()).exists())
+            .collect();
+        for &tid in gone.intersection(&self.gone_threads) {
+            probes.maps.forget_thread(tid);
+        }
+        self.gone_threads = gone;
+    }
+
     /// Reads everything that is due into a sample.
     pub fn sample(&mut self, due: Due) -> anyhow::Result<Sample> {
+        self.forget_gone_threads();
         let members = self.members();
         let mut s = Sample {
             up: !members.is_empty(),
@@ -290,7 +312,7 @@ impl Collector {
                     .map(|sl| s.at_ns.saturating_sub(sl.start_ns))
                     .sum();
                 let b = &self.baseline;
-                s.oncpu_ns = b.oncpu_ns + c.oncpu_ns + inflight;
+                s.oncpu_ns = b.dead_oncpu_ns + c.oncpu_ns + inflight;
                 s.minor_faults = b.dead_minflt + c.exited_minflt + live_min;
                 s.major_faults = b.dead_majflt + c.exited_majflt + live_maj;
                 s.switches_voluntary = b.switches_voluntary + c.switches_voluntary;

@@ -804,8 +804,10 @@ mod tests {
         assert!(procfs.status(pid).unwrap().vm_hwm_bytes > 0);
         assert!(procfs.open_fds(pid).unwrap() >= 1);
         assert!(procfs.mem_total_bytes().unwrap() > 0);
-        // Our own thread is running while it reads its stat file.
-        let me = procfs.thread(pid, pid).unwrap();
+        // This thread is running while it reads its own stat file.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let me = procfs.thread(pid, tid).unwrap();
         assert_eq!(me.state, 'R');
         assert!(me.minflt > 0);
         assert!(me.processor < 4096);

@@ -151,6 +151,8 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
             break done;
         }
         peak = peak.max(peak_rss(&collector));
+        // Drops members whose exit the kernel side did not see, before their pid can be reused.
+        collector.refresh_members()?;
         std::thread::sleep(Duration::from_millis(20));
     };
     let wall = started.elapsed();

@@ -13,7 +13,7 @@ pub enum BtfError {
     },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(&'static str),
-    #[error("kernel BTF: struct task_struct has no field {0}")]
+    #[error("kernel BTF: no field {0} where monitor expects it (task_struct, sched_entity)")]
     NoField(&'static str),
     #[error("kernel BTF: task_struct.tgid (at {tgid}) does not follow task_struct.pid (at {pid})")]
     Layout { pid: u32, tgid: u32 },
@@ -28,6 +28,8 @@ pub struct TaskOffsets {
     pub tgid: u32,
     pub min_flt: u32,
     pub maj_flt: u32,
+    /// `se.sum_exec_runtime`.
+    pub sum_exec_runtime: u32,
 }
 
 impl TaskOffsets {
@@ -36,27 +38,21 @@ impl TaskOffsets {
             path: path.display().to_string(),
             source,
         })?;
-        let task = btf
-            .resolve_types_by_name("task_struct")
-            .map_err(|_| BtfError::NoStruct("task_struct"))?
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) => Some(s),
-                _ => None,
-            })
-            .ok_or(BtfError::NoStruct("task_struct"))?;
-        let offset = |field: &'static str| {
-            task.members
+        let task = find_struct(&btf, "task_struct")?;
+        let entity = find_struct(&btf, "sched_entity")?;
+        let offset = |s: &btf_rs::Struct, field: &'static str| {
+            s.members
                 .iter()
                 .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == field))
                 .map(|m| m.bit_offset() / 8)
                 .ok_or(BtfError::NoField(field))
         };
         let offsets = Self {
-            pid: offset("pid")?,
-            tgid: offset("tgid")?,
-            min_flt: offset("min_flt")?,
-            maj_flt: offset("maj_flt")?,
+            pid: offset(&task, "pid")?,
+            tgid: offset(&task, "tgid")?,
+            min_flt: offset(&task, "min_flt")?,
+            maj_flt: offset(&task, "maj_flt")?,
+            sum_exec_runtime: offset(&task, "se")? + offset(&entity, "sum_exec_runtime")?,
         };
         // The kernel programs read both ids with one 8-byte load.
         if offsets.tgid != offsets.pid + 4 {
@@ -67,6 +63,17 @@ impl TaskOffsets {
         }
         Ok(offsets)
     }
+}
+
+fn find_struct(btf: &Btf, name: &'static str) -> Result<btf_rs::Struct, BtfError> {
+    btf.resolve_types_by_name(name)
+        .map_err(|_| BtfError::NoStruct(name))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(BtfError::NoStruct(name))
 }
 
 #[cfg(test)]

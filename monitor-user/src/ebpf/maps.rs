@@ -2,7 +2,7 @@
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
 use monitor_common::{
     CpuSlice, MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats,
@@ -116,28 +116,14 @@ impl KernelMaps {
         Ok(self.cpu_slices.get(&0, 0).context("reading CPU slices")?.to_vec())
     }
 
-    /// Restarts the slices of `running` threads (cpu, tid) of `tgid` at `now_ns`, so time they
-    /// ran before joining is not counted again (it is in the join-time baseline) and a thread
-    /// that never switches out is still seen.
-    pub fn restart_slices(&mut self, tgid: u32, running: &[(u32, u32)], now_ns: u64) -> anyhow::Result<()> {
-        let mut slices = self.cpu_slices()?;
-        let mut changed = false;
-        for (cpu, slice) in slices.iter_mut().enumerate() {
-            if let Some(&(_, tid)) = running.iter().find(|(c, _)| *c as usize == cpu) {
-                *slice = CpuSlice { start_ns: now_ns, tid, tgid };
-                changed = true;
-            }
-        }
-        if changed {
-            let values = PerCpuValues::try_from(slices).context("building per-CPU slices")?;
-            self.cpu_slices.set(0, values, 0).context("writing CPU slices")?;
-        }
-        Ok(())
-    }
-
-    /// Per-thread scheduler totals of live target threads.
+    /// Per-thread scheduler totals of target threads (exited ones until they are forgotten).
     pub fn threads(&self) -> Vec<(u32, ThreadStats)> {
         self.thread_stats.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Deletes the entry of a thread that is gone.
+    pub fn forget_thread(&mut self, tid: u32) {
+        let _ = self.thread_stats.remove(&tid);
     }
 
     /// Per-process scheduler totals, summed over CPUs.

@@ -62,6 +62,7 @@ impl Probes {
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_MIN_FLT_OFFSET, &offsets.min_flt, true)
             .override_global(globals::TASK_MAJ_FLT_OFFSET, &offsets.maj_flt, true)
+            .override_global(globals::TASK_SUM_EXEC_OFFSET, &offsets.sum_exec_runtime, true)
             .load(KERNEL_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)).context(e))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {

@@ -149,6 +149,7 @@ impl Daemon {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(config.path())
             .args(extra)
+            .env("RUST_LOG", "warn")
             .spawn()
             .expect("starting monitor run");
         let d = Self { child, port, _config: config };
