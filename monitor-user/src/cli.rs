@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Refuse to start unless every kernel program attaches (instead of falling back to /proc).
     #[arg(long)]
     pub require_ebpf: bool,
+    /// Do not export the seed's `app_memory_usage_mb*` names (app_resident_memory_*bytes carry
+    /// the same values); without them the output is clean under `promtool check metrics`.
+    #[arg(long)]
+    pub no_seed_names: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if collector.members().is_empty() {
         warn!(target_name = %name, "no process matches yet; serving app_up 0 until one starts");
     }
-    let exporter = Arc::new(Exporter::new(&name, &programs, ebpf_on)?);
+    let exporter = Arc::new(Exporter::new(&name, &programs, ebpf_on, !args.no_seed_names)?);
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
