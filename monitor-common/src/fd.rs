@@ -78,11 +78,35 @@ pub const fn fd_effect(syscall_nr: u32) -> FdEffect {
     match syscall_nr {
         OPEN | OPENAT | OPENAT2 | CREAT | OPEN_BY_HANDLE_AT => FdEffect::OpensPath,
         PIPE | PIPE2 | SOCKETPAIR => FdEffect::OpensTwo,
-        DUP | DUP2 | DUP3 | SOCKET | ACCEPT | ACCEPT4 | EPOLL_CREATE | EPOLL_CREATE1
-        | EVENTFD | EVENTFD2 | SIGNALFD | SIGNALFD4 | TIMERFD_CREATE | MEMFD_CREATE
-        | MEMFD_SECRET | INOTIFY_INIT | INOTIFY_INIT1 | PERF_EVENT_OPEN | FANOTIFY_INIT
-        | USERFAULTFD | IO_URING_SETUP | OPEN_TREE | FSOPEN | FSMOUNT | FSPICK | PIDFD_OPEN
-        | PIDFD_GETFD | MQ_OPEN | LANDLOCK_CREATE_RULESET => FdEffect::OpensOne,
+        DUP
+        | DUP2
+        | DUP3
+        | SOCKET
+        | ACCEPT
+        | ACCEPT4
+        | EPOLL_CREATE
+        | EPOLL_CREATE1
+        | EVENTFD
+        | EVENTFD2
+        | SIGNALFD
+        | SIGNALFD4
+        | TIMERFD_CREATE
+        | MEMFD_CREATE
+        | MEMFD_SECRET
+        | INOTIFY_INIT
+        | INOTIFY_INIT1
+        | PERF_EVENT_OPEN
+        | FANOTIFY_INIT
+        | USERFAULTFD
+        | IO_URING_SETUP
+        | OPEN_TREE
+        | FSOPEN
+        | FSMOUNT
+        | FSPICK
+        | PIDFD_OPEN
+        | PIDFD_GETFD
+        | MQ_OPEN
+        | LANDLOCK_CREATE_RULESET => FdEffect::OpensOne,
         CLOSE => FdEffect::Closes,
         CLOSE_RANGE => FdEffect::ClosesRange,
         FCNTL => FdEffect::Fcntl,

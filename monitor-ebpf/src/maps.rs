@@ -23,7 +23,8 @@ pub static SYSCALLS: PerCpuArray<SyscallStat> =
 
 /// Indexed by `slot * MAX_ERRNO + errno` (errno 0 collects values >= MAX_ERRNO).
 #[map]
-pub static FD_OPEN_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_TARGETS * MAX_ERRNO, 0);
+pub static FD_OPEN_ERRORS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MAX_TARGETS * MAX_ERRNO, 0);
 
 /// Start of the syscall each target thread is in, indexed by `tid & (START_SLOTS - 1)`. Not per
 /// CPU: a syscall that blocks and resumes on another CPU must find its start.
@@ -48,12 +49,14 @@ pub static THREAD_STATS: HashMap<u32, ThreadStats> =
 pub fn target_slot(tgid: u32) -> Option<u32> {
     // SAFETY: the value is copied out at once; a concurrent delete can at worst hand us a slot
     // that was valid a moment ago.
-    unsafe { TARGETS.get(&tgid) }.copied()
+    unsafe { TARGETS.get(tgid) }.copied()
 }
 
 #[inline(always)]
 pub fn counters(slot: u32) -> Option<&'static mut TargetCounters> {
     // SAFETY: per-CPU value; programs do not nest on one CPU for these tracepoints' contexts
     // except via NMI, which none of ours run in.
-    TARGET_COUNTERS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+    TARGET_COUNTERS
+        .get_ptr_mut(slot)
+        .map(|p| unsafe { &mut *p })
 }

@@ -43,14 +43,20 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
         let prev_state: u64 = ctx.arg(ARG_PREV_STATE);
         let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
         let prev: *const u8 = ctx.arg(ARG_PREV);
-        account(slot, prev_tid, prev_tgid, task_oncpu_ns(prev)?, Some(voluntary));
+        account(
+            slot,
+            prev_tid,
+            prev_tgid,
+            task_oncpu_ns(prev)?,
+            Some(voluntary),
+        );
         if prev_state & TASK_DEAD != 0 {
             // The process's last thread leaves only now, so the exit path after
             // sched_process_exit (unmapping memory, closing files) is counted.
             // SAFETY: the value is copied out at once.
-            if unsafe { THREAD_STATS.get(&prev_tid) }.is_some_and(|t| t.last_of_group != 0) {
-                let _ = TARGETS.remove(&prev_tgid);
-                let _ = PROCESS_STATS.remove(&prev_tgid);
+            if unsafe { THREAD_STATS.get(prev_tid) }.is_some_and(|t| t.last_of_group != 0) {
+                let _ = TARGETS.remove(prev_tgid);
+                let _ = PROCESS_STATS.remove(prev_tgid);
             }
         }
     }
@@ -78,7 +84,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
         None => (0, 0),
     };
     // Only the thread itself writes its entry: plain adds.
-    let ran = match THREAD_STATS.get_ptr_mut(&tid) {
+    let ran = match THREAD_STATS.get_ptr_mut(tid) {
         Some(t) => unsafe {
             // SAFETY: live map value, single writer.
             let ran = oncpu_ns.saturating_sub((*t).oncpu_ns);
@@ -97,7 +103,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
                 tgid,
                 last_of_group: 0,
             };
-            if THREAD_STATS.insert(&tid, &fresh, 0).is_err() {
+            if THREAD_STATS.insert(tid, fresh, 0).is_err() {
                 // Without its entry the next switch would count the thread's whole life again.
                 return;
             }
@@ -111,7 +117,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
     }
     // Threads of one process switch out on several CPUs at once, so the process entry is per
     // CPU (the bpfel target has no atomic read-modify-write in core).
-    match PROCESS_STATS.get_ptr_mut(&tgid) {
+    match PROCESS_STATS.get_ptr_mut(tgid) {
         Some(p) => unsafe {
             // SAFETY: this CPU's copy of a live map value.
             (*p).oncpu_ns += ran;
@@ -126,7 +132,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
                 slot,
                 _pad: 0,
             };
-            let _ = PROCESS_STATS.insert(&tgid, &fresh, 0);
+            let _ = PROCESS_STATS.insert(tgid, fresh, 0);
         }
     }
 }

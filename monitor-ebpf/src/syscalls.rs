@@ -46,9 +46,15 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let regs: *const pt_regs = ctx.arg(0);
-    let flags = if nr == nr::FCNTL && is_dupfd(regs)? { START_FLAG_DUPFD } else { 0 };
+    let flags = if nr == nr::FCNTL && is_dupfd(regs)? {
+        START_FLAG_DUPFD
+    } else {
+        0
+    };
     let tid = pid_tgid as u32;
-    let start = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)).ok_or(0)?;
+    let start = SYSCALL_STARTS
+        .get_ptr_mut(tid & (START_SLOTS - 1))
+        .ok_or(0)?;
     // SAFETY: array values are always valid; a racing writer sharing the slot is detected by tid.
     unsafe {
         *start = SyscallStart {
@@ -65,7 +71,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let start = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)).ok_or(0)?;
+    let start = SYSCALL_STARTS
+        .get_ptr_mut(tid & (START_SLOTS - 1))
+        .ok_or(0)?;
     // SAFETY: see try_sys_enter.
     let s = unsafe { *start };
     let ret: i64 = ctx.arg(1);

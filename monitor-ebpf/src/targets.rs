@@ -2,9 +2,7 @@
 //! slot before they first run, and a process leaves when the last thread of its group switches
 //! out for the last time, so a reused pid never inherits a target's membership or counts.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use aya_log_ebpf::debug;
 use monitor_common::{START_SLOTS, SyscallStart};
@@ -48,12 +46,15 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // A stale entry would be a previous process with this pid: start clean.
-    let _ = PROCESS_STATS.remove(&child_tgid);
-    TARGETS.insert(&child_tgid, &slot, 0)?;
+    let _ = PROCESS_STATS.remove(child_tgid);
+    TARGETS.insert(child_tgid, slot, 0)?;
     if let Some(c) = counters(slot) {
         c.process_forks += 1;
     }
-    debug!(ctx, "target {} forked {} (slot {})", parent_tgid, child_tgid, slot);
+    debug!(
+        ctx,
+        "target {} forked {} (slot {})", parent_tgid, child_tgid, slot
+    );
     Ok(())
 }
 
@@ -85,12 +86,12 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let group_dead = ctx.arg::<u64>(ARG_GROUP_DEAD) & 0xff != 0;
     if group_dead {
         // Leave TARGETS at this thread's final switch-out (see sched.rs), not now.
-        if let Some(t) = THREAD_STATS.get_ptr_mut(&tid) {
+        if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
             // SAFETY: live map value written only by this thread.
             unsafe { (*t).last_of_group = 1 };
         } else {
-            let _ = TARGETS.remove(&tgid);
-            let _ = PROCESS_STATS.remove(&tgid);
+            let _ = TARGETS.remove(tgid);
+            let _ = PROCESS_STATS.remove(tgid);
         }
     }
     if let Some(c) = c {

@@ -3,7 +3,10 @@ use std::{path::Path, process::ExitCode};
 
 use caps::{CapSet, Capability};
 
-use crate::ebpf::{btf::{TaskOffsets, VMLINUX_BTF}, probes::Probes};
+use crate::ebpf::{
+    btf::{TaskOffsets, VMLINUX_BTF},
+    probes::Probes,
+};
 
 struct Line {
     ok: bool,
@@ -13,7 +16,13 @@ struct Line {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let mut lines = Vec::new();
-    let mut push = |ok: bool, what: &str, detail: String| lines.push(Line { ok, what: what.into(), detail });
+    let mut push = |ok: bool, what: &str, detail: String| {
+        lines.push(Line {
+            ok,
+            what: what.into(),
+            detail,
+        })
+    };
 
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     push(true, "kernel", release.trim().to_string());
@@ -23,14 +32,22 @@ pub fn run() -> anyhow::Result<ExitCode> {
         btf.is_ok(),
         "BTF",
         match &btf {
-            Ok(o) => format!("{VMLINUX_BTF}: task_struct pid@{} tgid@{} min_flt@{} maj_flt@{}", o.pid, o.tgid, o.min_flt, o.maj_flt),
-            Err(e) => format!("{e}; monitor needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, or run with --no-ebpf"),
+            Ok(o) => format!(
+                "{VMLINUX_BTF}: task_struct pid@{} tgid@{} min_flt@{} maj_flt@{}",
+                o.pid, o.tgid, o.min_flt, o.maj_flt
+            ),
+            Err(e) => format!(
+                "{e}; monitor needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, or run with --no-ebpf"
+            ),
         },
     );
 
-    let tracefs = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
+    let tracefs = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
     push(
         true,
         "tracefs",
@@ -42,7 +59,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     let effective = caps::read(None, CapSet::Effective).unwrap_or_default();
     let has = |c| effective.contains(&c);
-    let bpf_ok = has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON));
+    let bpf_ok = has(Capability::CAP_SYS_ADMIN)
+        || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON));
     push(
         bpf_ok,
         "capabilities",
@@ -52,8 +70,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
             "missing CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant them (setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep)".into()
         },
     );
-    let unpriv = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
-    push(true, "kernel.unprivileged_bpf_disabled", unpriv.trim().to_string());
+    let unpriv =
+        std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
+    push(
+        true,
+        "kernel.unprivileged_bpf_disabled",
+        unpriv.trim().to_string(),
+    );
 
     let mut all_ok = btf.is_ok() && bpf_ok;
     match Probes::load() {
@@ -63,7 +86,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 push(
                     p.attached(),
                     &format!("program {}", p.name),
-                    p.error.clone().unwrap_or_else(|| "attached (raw tracepoint)".into()),
+                    p.error
+                        .clone()
+                        .unwrap_or_else(|| "attached (raw tracepoint)".into()),
                 );
             }
         }
@@ -73,13 +98,22 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
     }
     for l in &lines {
-        println!("[{}] {:<34} {}", if l.ok { " ok " } else { "FAIL" }, l.what, l.detail);
+        println!(
+            "[{}] {:<34} {}",
+            if l.ok { " ok " } else { "FAIL" },
+            l.what,
+            l.detail
+        );
     }
     if all_ok {
-        println!("\nall kernel programs attach: `monitor run` will count syscalls, fds, faults and on-CPU time in the kernel");
+        println!(
+            "\nall kernel programs attach: `monitor run` will count syscalls, fds, faults and on-CPU time in the kernel"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("\nsome checks failed: `monitor run` will fall back to /proc-only sampling for what cannot attach");
+        println!(
+            "\nsome checks failed: `monitor run` will fall back to /proc-only sampling for what cannot attach"
+        );
         Ok(ExitCode::from(1))
     }
 }

@@ -86,7 +86,12 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(procfs: ProcFs, probes: Option<Probes>, selector: Selector, slot: u32) -> anyhow::Result<Self> {
+    pub fn new(
+        procfs: ProcFs,
+        probes: Option<Probes>,
+        selector: Selector,
+        slot: u32,
+    ) -> anyhow::Result<Self> {
         let root_start = match &selector {
             Selector::Pid(pid) => Some(
                 procfs
@@ -112,10 +117,6 @@ impl Collector {
         };
         collector.refresh_members()?;
         Ok(collector)
-    }
-
-    pub fn probes(&self) -> Option<&Probes> {
-        self.probes.as_ref()
     }
 
     pub fn probes_mut(&mut self) -> Option<&mut Probes> {
@@ -170,7 +171,11 @@ impl Collector {
             // The kernel removes exiting processes; one that exited before we added it is ours to drop.
             if matches!(self.procfs.process(m), Err(e) if e.is_vanished()) {
                 debug!(pid = m, "dropping a member that exited before it was seen");
-                self.probes.as_mut().expect("checked above").maps.remove_process(m);
+                self.probes
+                    .as_mut()
+                    .expect("checked above")
+                    .maps
+                    .remove_process(m);
             }
         }
         for root in roots {
@@ -202,7 +207,10 @@ impl Collector {
             };
             let (mut live_min, mut live_maj, mut live_oncpu) = (0, 0, 0);
             for tid in self.procfs.threads(pid)? {
-                let (Ok(t), Ok(ns)) = (self.procfs.thread(pid, tid), self.procfs.thread_schedstat_ns(pid, tid)) else {
+                let (Ok(t), Ok(ns)) = (
+                    self.procfs.thread(pid, tid),
+                    self.procfs.thread_schedstat_ns(pid, tid),
+                ) else {
                     continue; // exited meanwhile: it lands in the dead part
                 };
                 live_oncpu += ns;
@@ -230,13 +238,17 @@ impl Collector {
                 probes.maps.remove_process(pid);
                 Ok(())
             }
-            Err(e) => Err(e).with_context(|| format!("reading the state of pid {pid} as it joined")),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading the state of pid {pid} as it joined"))
+            }
         }
     }
 
     /// Deletes the kernel's entries for threads gone at this and the previous sample.
     fn forget_gone_threads(&mut self) {
-        let Some(probes) = self.probes.as_mut() else { return };
+        let Some(probes) = self.probes.as_mut() else {
+            return;
+        };
         let root = self.procfs.root().to_path_buf();
         let gone: BTreeSet<u32> = probes
             .maps

@@ -90,7 +90,10 @@ impl Config {
             ("cadence.fds_threads", c.fds_threads),
             ("cadence.discovery", c.discovery),
         ] {
-            anyhow::ensure!(d >= Duration::from_millis(100), "{key} = {d:?} is below the 100ms minimum");
+            anyhow::ensure!(
+                d >= Duration::from_millis(100),
+                "{key} = {d:?} is below the 100ms minimum"
+            );
         }
         anyhow::ensure!(
             self.window.peak >= c.cpu_memory,
@@ -117,15 +120,22 @@ mod tests {
 
     #[test]
     fn faster_cadences_for_tests() {
-        let c = Config::parse("[cadence]\ncpu_memory = \"500ms\"\nvms = \"1s\"\nfds_threads = \"1s\"\n").unwrap();
+        let c = Config::parse(
+            "[cadence]\ncpu_memory = \"500ms\"\nvms = \"1s\"\nfds_threads = \"1s\"\n",
+        )
+        .unwrap();
         assert_eq!(c.cadence.cpu_memory, Duration::from_millis(500));
     }
 
     #[test]
     fn errors_name_line_and_key() {
-        let e = Config::parse("listen = \"127.0.0.1:9\"\n[cadence]\ncpu_memroy = \"1s\"\n").unwrap_err();
+        let e = Config::parse("listen = \"127.0.0.1:9\"\n[cadence]\ncpu_memroy = \"1s\"\n")
+            .unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("line 3") && msg.contains("cpu_memroy"), "{msg}");
+        assert!(
+            msg.contains("line 3") && msg.contains("cpu_memroy"),
+            "{msg}"
+        );
         let e = Config::parse("[cadence]\nvms = \"soon\"\n").unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("line 2") && msg.contains("vms"), "{msg}");

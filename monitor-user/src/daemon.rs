@@ -17,7 +17,7 @@ use crate::{
     ebpf::probes::Probes,
     exporter::Exporter,
     http,
-    limits::{Limits, LimitSource, effective_limits},
+    limits::{LimitSource, Limits, effective_limits},
     model::Model,
     privileges,
     procfs::ProcFs,
@@ -36,7 +36,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let procfs = ProcFs::system();
     let probes = load_probes(&args)?;
-    let programs = probes.as_ref().map(|p| p.programs.clone()).unwrap_or_default();
+    let programs = probes
+        .as_ref()
+        .map(|p| p.programs.clone())
+        .unwrap_or_default();
     let ebpf_on = probes.is_some();
     let mut collector = Collector::new(procfs, probes, selector.clone(), 0)?;
     let name = match (&args.name, &selector) {
@@ -47,7 +50,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if collector.members().is_empty() {
         warn!(target_name = %name, "no process matches yet; serving app_up 0 until one starts");
     }
-    let exporter = Arc::new(Exporter::new(&name, &programs, ebpf_on, !args.no_seed_names)?);
+    let exporter = Arc::new(Exporter::new(
+        &name,
+        &programs,
+        ebpf_on,
+        !args.no_seed_names,
+    )?);
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,13 +102,23 @@ fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
     }
     match Probes::load() {
         Ok(p) if args.require_ebpf && !p.all_attached() => {
-            let failed: Vec<_> = p.programs.iter().filter(|s| !s.attached()).map(|s| s.name).collect();
-            anyhow::bail!("--require-ebpf: programs did not attach: {}", failed.join(", "))
+            let failed: Vec<_> = p
+                .programs
+                .iter()
+                .filter(|s| !s.attached())
+                .map(|s| s.name)
+                .collect();
+            anyhow::bail!(
+                "--require-ebpf: programs did not attach: {}",
+                failed.join(", ")
+            )
         }
         Ok(p) => Ok(Some(p)),
         Err(e) if args.require_ebpf => Err(e.context("--require-ebpf")),
         Err(e) => {
-            error!("eBPF IS NOT AVAILABLE, falling back to /proc only (monitor_ebpf_attached 0): {e:#}");
+            error!(
+                "eBPF IS NOT AVAILABLE, falling back to /proc only (monitor_ebpf_attached 0): {e:#}"
+            );
             Ok(None)
         }
     }
@@ -108,7 +126,12 @@ fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
 
 /// Runs the cadences until `stop` fires: every kernel counter, CPU and memory at
 /// `cadence.cpu_memory`, VMS and fds/threads on their own, and membership at `cadence.discovery`.
-fn sample_loop(mut collector: Collector, exporter: &Exporter, config: &Config, stop: &mpsc::Receiver<()>) {
+fn sample_loop(
+    mut collector: Collector,
+    exporter: &Exporter,
+    config: &Config,
+    stop: &mpsc::Receiver<()>,
+) {
     let c = &config.cadence;
     let mut model = Model::new(limits_of(&collector), config.window.peak.as_nanos() as u64);
     exporter.update(&model);

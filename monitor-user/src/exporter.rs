@@ -70,65 +70,214 @@ impl Exporter {
             }};
         }
         let e = Self {
-            up: reg!(IntGaugeVec, "app_up", "1 while at least one process of the target is alive", t),
-            processes: reg!(IntGaugeVec, "app_processes", "Processes in the target (root and descendants)", t),
-            cpu_percent: reg!(GaugeVec, "app_cpu_usage_percent", "On-CPU time over the last CPU interval as a percentage of the CPUs available to the target (see app_cpu_limit_cores)", t),
-            cpu_percent_peak: reg!(GaugeVec, "app_cpu_usage_percent_peak", "Peak of app_cpu_usage_percent over the configured peak window", t),
-            cpu_percent_avg_1m: reg!(GaugeVec, "app_cpu_usage_percent_avg_1m", "Moving average of app_cpu_usage_percent over 1 minute", t),
+            up: reg!(
+                IntGaugeVec,
+                "app_up",
+                "1 while at least one process of the target is alive",
+                t
+            ),
+            processes: reg!(
+                IntGaugeVec,
+                "app_processes",
+                "Processes in the target (root and descendants)",
+                t
+            ),
+            cpu_percent: reg!(
+                GaugeVec,
+                "app_cpu_usage_percent",
+                "On-CPU time over the last CPU interval as a percentage of the CPUs available to the target (see app_cpu_limit_cores)",
+                t
+            ),
+            cpu_percent_peak: reg!(
+                GaugeVec,
+                "app_cpu_usage_percent_peak",
+                "Peak of app_cpu_usage_percent over the configured peak window",
+                t
+            ),
+            cpu_percent_avg_1m: reg!(
+                GaugeVec,
+                "app_cpu_usage_percent_avg_1m",
+                "Moving average of app_cpu_usage_percent over 1 minute",
+                t
+            ),
             memory_mb: if seed_names {
                 Some([
-                    reg!(GaugeVec, "app_memory_usage_mb", "Resident memory (RSS) of the target in MiB (the seed's name; app_resident_memory_bytes in bytes)", t),
-                    reg!(GaugeVec, "app_memory_usage_mb_peak", "Peak of app_memory_usage_mb over the configured peak window", t),
-                    reg!(GaugeVec, "app_memory_usage_mb_avg_1m", "Moving average of app_memory_usage_mb over 1 minute", t),
+                    reg!(
+                        GaugeVec,
+                        "app_memory_usage_mb",
+                        "Resident memory (RSS) of the target in MiB (the seed's name; app_resident_memory_bytes in bytes)",
+                        t
+                    ),
+                    reg!(
+                        GaugeVec,
+                        "app_memory_usage_mb_peak",
+                        "Peak of app_memory_usage_mb over the configured peak window",
+                        t
+                    ),
+                    reg!(
+                        GaugeVec,
+                        "app_memory_usage_mb_avg_1m",
+                        "Moving average of app_memory_usage_mb over 1 minute",
+                        t
+                    ),
                 ])
             } else {
                 None
             },
-            rss_peak_bytes: reg!(GaugeVec, "app_resident_memory_peak_bytes", "Peak RSS over the configured peak window", t),
-            rss_avg_1m_bytes: reg!(GaugeVec, "app_resident_memory_avg_1m_bytes", "Moving average of RSS over 1 minute", t),
-            memory_percent: reg!(GaugeVec, "app_memory_usage_percent", "RSS as a percentage of the effective memory limit (see app_memory_limit_bytes)", t),
-            rss_bytes: reg!(IntGaugeVec, "app_resident_memory_bytes", "Resident memory (RSS) of the target in bytes", t),
-            vms_bytes: reg!(IntGaugeVec, "app_virtual_memory_bytes", "Virtual memory size of the target in bytes", t),
-            open_fds: reg!(IntGaugeVec, "app_open_fds", "Open file descriptors of the target", t),
+            rss_peak_bytes: reg!(
+                GaugeVec,
+                "app_resident_memory_peak_bytes",
+                "Peak RSS over the configured peak window",
+                t
+            ),
+            rss_avg_1m_bytes: reg!(
+                GaugeVec,
+                "app_resident_memory_avg_1m_bytes",
+                "Moving average of RSS over 1 minute",
+                t
+            ),
+            memory_percent: reg!(
+                GaugeVec,
+                "app_memory_usage_percent",
+                "RSS as a percentage of the effective memory limit (see app_memory_limit_bytes)",
+                t
+            ),
+            rss_bytes: reg!(
+                IntGaugeVec,
+                "app_resident_memory_bytes",
+                "Resident memory (RSS) of the target in bytes",
+                t
+            ),
+            vms_bytes: reg!(
+                IntGaugeVec,
+                "app_virtual_memory_bytes",
+                "Virtual memory size of the target in bytes",
+                t
+            ),
+            open_fds: reg!(
+                IntGaugeVec,
+                "app_open_fds",
+                "Open file descriptors of the target",
+                t
+            ),
             threads: reg!(IntGaugeVec, "app_threads", "Threads of the target", t),
-            cpu_limit: reg!(GaugeVec, "app_cpu_limit_cores", "CPUs available to the target; source is cgroup (quota) or host (online CPUs)", &["target", "source"]),
-            memory_limit: reg!(IntGaugeVec, "app_memory_limit_bytes", "Effective memory limit; source is cgroup (memory.max) or host (MemTotal)", &["target", "source"]),
-            oncpu_seconds: reg!(CounterVec, "app_oncpu_seconds_total", "Time the target's threads spent on a CPU since they started (scheduler accounting)", t),
-            page_faults: reg!(IntCounterVec, "app_page_faults_total", "Page faults as the kernel accounts them per task (minor/major), since the processes started", &["target", "kind"]),
-            fault_exceptions: reg!(IntCounterVec, "app_page_fault_exceptions_total", "Page-fault exceptions seen by the kernel programs, by the mode they were raised in", &["target", "mode"]),
-            context_switches: reg!(IntCounterVec, "app_context_switches_total", "Context switches of the target's threads (voluntary: blocked; involuntary: preempted)", &["target", "kind"]),
-            fd_opens: reg!(IntCounterVec, "app_fd_opens_total", "File descriptors created (open*, socket, accept, dup*, pipe*, eventfd, epoll_create, ...)", t),
-            fd_closes: reg!(IntCounterVec, "app_fd_closes_total", "Successful close() calls", t),
-            fd_close_range_calls: reg!(IntCounterVec, "app_fd_close_range_calls_total", "Successful close_range() calls (each closes any number of descriptors)", t),
-            fd_open_errors: reg!(IntCounterVec, "app_fd_open_errors_total", "Failed open, openat, openat2, creat and open_by_handle_at calls by errno", &["target", "errno"]),
-            syscalls: reg!(IntCounterVec, "app_syscalls_total", "Syscalls made by the target", &["target", "syscall"]),
-            syscall_seconds: reg!(CounterVec, "app_syscall_seconds_total", "Time spent in syscalls (entry to exit, including time blocked)", &["target", "syscall"]),
-            syscall_latency_lost: reg!(IntCounterVec, "monitor_syscall_latency_lost_total", "Syscalls counted without latency (attached mid-call, or a start slot shared by two threads)", t),
-            ebpf_attached: reg!(IntGaugeVec, "monitor_ebpf_attached", "1 if the kernel program is attached, 0 if it failed or eBPF is off", &["program"]),
+            cpu_limit: reg!(
+                GaugeVec,
+                "app_cpu_limit_cores",
+                "CPUs available to the target; source is cgroup (quota) or host (online CPUs)",
+                &["target", "source"]
+            ),
+            memory_limit: reg!(
+                IntGaugeVec,
+                "app_memory_limit_bytes",
+                "Effective memory limit; source is cgroup (memory.max) or host (MemTotal)",
+                &["target", "source"]
+            ),
+            oncpu_seconds: reg!(
+                CounterVec,
+                "app_oncpu_seconds_total",
+                "Time the target's threads spent on a CPU since they started (scheduler accounting)",
+                t
+            ),
+            page_faults: reg!(
+                IntCounterVec,
+                "app_page_faults_total",
+                "Page faults as the kernel accounts them per task (minor/major), since the processes started",
+                &["target", "kind"]
+            ),
+            fault_exceptions: reg!(
+                IntCounterVec,
+                "app_page_fault_exceptions_total",
+                "Page-fault exceptions seen by the kernel programs, by the mode they were raised in",
+                &["target", "mode"]
+            ),
+            context_switches: reg!(
+                IntCounterVec,
+                "app_context_switches_total",
+                "Context switches of the target's threads (voluntary: blocked; involuntary: preempted)",
+                &["target", "kind"]
+            ),
+            fd_opens: reg!(
+                IntCounterVec,
+                "app_fd_opens_total",
+                "File descriptors created (open*, socket, accept, dup*, pipe*, eventfd, epoll_create, ...)",
+                t
+            ),
+            fd_closes: reg!(
+                IntCounterVec,
+                "app_fd_closes_total",
+                "Successful close() calls",
+                t
+            ),
+            fd_close_range_calls: reg!(
+                IntCounterVec,
+                "app_fd_close_range_calls_total",
+                "Successful close_range() calls (each closes any number of descriptors)",
+                t
+            ),
+            fd_open_errors: reg!(
+                IntCounterVec,
+                "app_fd_open_errors_total",
+                "Failed open, openat, openat2, creat and open_by_handle_at calls by errno",
+                &["target", "errno"]
+            ),
+            syscalls: reg!(
+                IntCounterVec,
+                "app_syscalls_total",
+                "Syscalls made by the target",
+                &["target", "syscall"]
+            ),
+            syscall_seconds: reg!(
+                CounterVec,
+                "app_syscall_seconds_total",
+                "Time spent in syscalls (entry to exit, including time blocked)",
+                &["target", "syscall"]
+            ),
+            syscall_latency_lost: reg!(
+                IntCounterVec,
+                "monitor_syscall_latency_lost_total",
+                "Syscalls counted without latency (attached mid-call, or a start slot shared by two threads)",
+                t
+            ),
+            ebpf_attached: reg!(
+                IntGaugeVec,
+                "monitor_ebpf_attached",
+                "1 if the kernel program is attached, 0 if it failed or eBPF is off",
+                &["program"]
+            ),
             registry,
             target: target.to_owned(),
         };
         #[cfg(target_os = "linux")]
-        e.registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        e.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         for p in crate::ebpf::probes::PROGRAMS {
             let attached = ebpf_wanted && programs.iter().any(|s| s.name == p.0 && s.attached());
-            e.ebpf_attached.with_label_values(&[p.0]).set(attached as i64);
+            e.ebpf_attached
+                .with_label_values(&[p.0])
+                .set(attached as i64);
         }
-        e.syscall_latency_lost.with_label_values(&[target]).inc_by(0);
+        e.syscall_latency_lost
+            .with_label_values(&[target])
+            .inc_by(0);
         Ok(e)
     }
 
     pub fn update(&self, model: &Model) {
         let t = self.target.as_str();
         let l = &model.limits;
-        self.cpu_limit.with_label_values(&[t, &l.cpu_source.to_string()]).set(l.cpus);
+        self.cpu_limit
+            .with_label_values(&[t, &l.cpu_source.to_string()])
+            .set(l.cpus);
         self.memory_limit
             .with_label_values(&[t, &l.memory_source.to_string()])
             .set(l.memory_bytes as i64);
         let Some(s) = &model.latest else { return };
         self.up.with_label_values(&[t]).set(s.up as i64);
-        self.processes.with_label_values(&[t]).set(s.processes as i64);
+        self.processes
+            .with_label_values(&[t])
+            .set(s.processes as i64);
         if let Some(cpu) = model.cpu_percent {
             self.cpu_percent.with_label_values(&[t]).set(cpu);
         }
@@ -136,7 +285,9 @@ impl Exporter {
         set_opt(&self.cpu_percent_avg_1m, t, model.cpu_avg_1m.mean());
         let (peak, avg) = (model.memory_peak.peak(), model.memory_avg_1m.mean());
         if s.up {
-            self.rss_bytes.with_label_values(&[t]).set(s.rss_bytes as i64);
+            self.rss_bytes
+                .with_label_values(&[t])
+                .set(s.rss_bytes as i64);
             set_opt(&self.memory_percent, t, model.memory_percent());
         }
         set_opt(&self.rss_peak_bytes, t, peak.map(|mb| mb * MIB));
@@ -162,26 +313,61 @@ impl Exporter {
 
     fn update_counters(&self, s: &Sample) {
         let t = self.target.as_str();
-        advance(&self.oncpu_seconds.with_label_values(&[t]), seconds(s.oncpu_ns));
-        advance(&self.page_faults.with_label_values(&[t, "minor"]), s.minor_faults);
-        advance(&self.page_faults.with_label_values(&[t, "major"]), s.major_faults);
-        advance(&self.context_switches.with_label_values(&[t, "voluntary"]), s.switches_voluntary);
-        advance(&self.context_switches.with_label_values(&[t, "involuntary"]), s.switches_involuntary);
+        advance(
+            &self.oncpu_seconds.with_label_values(&[t]),
+            seconds(s.oncpu_ns),
+        );
+        advance(
+            &self.page_faults.with_label_values(&[t, "minor"]),
+            s.minor_faults,
+        );
+        advance(
+            &self.page_faults.with_label_values(&[t, "major"]),
+            s.major_faults,
+        );
+        advance(
+            &self.context_switches.with_label_values(&[t, "voluntary"]),
+            s.switches_voluntary,
+        );
+        advance(
+            &self.context_switches.with_label_values(&[t, "involuntary"]),
+            s.switches_involuntary,
+        );
         let Some(k) = &s.kernel else { return };
-        advance(&self.fault_exceptions.with_label_values(&[t, "user"]), k.fault_exceptions_user);
-        advance(&self.fault_exceptions.with_label_values(&[t, "kernel"]), k.fault_exceptions_kernel);
+        advance(
+            &self.fault_exceptions.with_label_values(&[t, "user"]),
+            k.fault_exceptions_user,
+        );
+        advance(
+            &self.fault_exceptions.with_label_values(&[t, "kernel"]),
+            k.fault_exceptions_kernel,
+        );
         advance(&self.fd_opens.with_label_values(&[t]), k.fd_opens);
         advance(&self.fd_closes.with_label_values(&[t]), k.fd_closes);
-        advance(&self.fd_close_range_calls.with_label_values(&[t]), k.fd_close_range_calls);
+        advance(
+            &self.fd_close_range_calls.with_label_values(&[t]),
+            k.fd_close_range_calls,
+        );
         for &(errno, n) in &k.fd_open_errors_by_errno {
-            advance(&self.fd_open_errors.with_label_values(&[t, &errno_name(errno)]), n);
+            advance(
+                &self
+                    .fd_open_errors
+                    .with_label_values(&[t, &errno_name(errno)]),
+                n,
+            );
         }
         for (nr, stat) in &k.syscalls {
             let name = syscall_name(*nr);
             advance(&self.syscalls.with_label_values(&[t, &name]), stat.count);
-            advance(&self.syscall_seconds.with_label_values(&[t, &name]), seconds(stat.total_ns));
+            advance(
+                &self.syscall_seconds.with_label_values(&[t, &name]),
+                seconds(stat.total_ns),
+            );
         }
-        advance(&self.syscall_latency_lost.with_label_values(&[t]), k.syscall_latency_lost);
+        advance(
+            &self.syscall_latency_lost.with_label_values(&[t]),
+            k.syscall_latency_lost,
+        );
     }
 
     /// The text exposition format.
@@ -191,7 +377,6 @@ impl Exporter {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
-
 }
 
 fn set_opt(g: &GaugeVec, target: &str, v: Option<f64>) {

@@ -7,12 +7,17 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use crate::exporter::Exporter;
 
 pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen} (port in use? choose another with --listen)")
-    })
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (port in use? choose another with --listen)")
+        })
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, exporter: Arc<Exporter>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    exporter: Arc<Exporter>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/", get(index))

@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn counter_going_backwards_gives_no_rate() {
-        assert_eq!(cpu_percent(&sample(0, 500, 1), &sample(5, 100, 1), 1.0), None);
+        assert_eq!(
+            cpu_percent(&sample(0, 500, 1), &sample(5, 100, 1), 1.0),
+            None
+        );
         assert_eq!(cpu_percent(&sample(5, 0, 1), &sample(5, 100, 1), 1.0), None);
     }
 

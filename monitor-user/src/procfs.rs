@@ -111,14 +111,6 @@ impl ProcFs {
         &self.root
     }
 
-    pub fn page_size(&self) -> u64 {
-        self.page_size
-    }
-
-    pub fn clk_tck(&self) -> u64 {
-        self.clk_tck
-    }
-
     pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
         let ns = u128::from(ticks) * 1_000_000_000 / u128::from(self.clk_tck);
         u64::try_from(ns).unwrap_or(u64::MAX)
@@ -207,7 +199,11 @@ impl ProcFs {
         let stat = parse_stat(&path, &text)?;
         let after_comm = &text[text.rfind(')').unwrap_or(0) + 1..];
         // Field 39 (processor) in proc(5) numbering; fields after comm start at 3.
-        let processor = parse_field(&path, "processor", after_comm.split_whitespace().nth(39 - 3))?;
+        let processor = parse_field(
+            &path,
+            "processor",
+            after_comm.split_whitespace().nth(39 - 3),
+        )?;
         Ok(ThreadStat {
             tid,
             state: stat.state,
@@ -215,14 +211,6 @@ impl ProcFs {
             majflt: stat.majflt,
             processor,
         })
-    }
-
-    /// Tgid of any task id; /proc/TID resolves for non-leader threads even
-    /// though they are not listed in the root.
-    pub fn tgid_of(&self, tid: u32) -> Result<u32, ProcError> {
-        let (path, text) = self.read_pid_file(tid, "status")?;
-        let value = status_value(&text, "Tgid");
-        parse_field(&path, "Tgid", value)
     }
 
     /// Context switches and peak RSS from /proc/PID/status.
@@ -589,7 +577,6 @@ mod tests {
             procfs.open_fds(77).unwrap_err(),
             procfs.threads(77).unwrap_err(),
             procfs.cgroup_v2_path(77).unwrap_err(),
-            procfs.tgid_of(77).unwrap_err(),
         ] {
             assert!(matches!(err, ProcError::Vanished { pid: 77 }), "{err:?}");
             assert_eq!(err.to_string(), "process 77 vanished");
@@ -694,17 +681,6 @@ mod tests {
     }
 
     #[test]
-    fn tgid_of_thread() {
-        let (dir, procfs) = fixture();
-        write(
-            dir.path(),
-            "31/status",
-            "Name:\tworker\nTgid:\t30\nPid:\t31\n",
-        );
-        assert_eq!(procfs.tgid_of(31).unwrap(), 30);
-    }
-
-    #[test]
     fn open_fds_counts_entries() {
         let (dir, procfs) = fixture();
         for fd in ["0", "1", "2", "5"] {
@@ -785,8 +761,9 @@ mod tests {
         let procfs = ProcFs::with_units("/nonexistent", 4096, 100);
         assert_eq!(procfs.ticks_to_ns(150), 1_500_000_000);
         assert_eq!(procfs.ticks_to_ns(u64::MAX), u64::MAX);
+        // A zero tick rate is treated as 1 rather than dividing by zero.
         let zero = ProcFs::with_units("/nonexistent", 4096, 0);
-        assert_eq!(zero.clk_tck(), 1);
+        assert_eq!(zero.ticks_to_ns(2), 2_000_000_000);
     }
 
     #[test]
@@ -800,7 +777,6 @@ mod tests {
         assert!(stat.rss_bytes > 0);
         assert!(procfs.pids().unwrap().contains(&pid));
         assert!(procfs.threads(pid).unwrap().contains(&pid));
-        assert_eq!(procfs.tgid_of(pid).unwrap(), pid);
         assert!(procfs.status(pid).unwrap().vm_hwm_bytes > 0);
         assert!(procfs.open_fds(pid).unwrap() >= 1);
         assert!(procfs.mem_total_bytes().unwrap() > 0);

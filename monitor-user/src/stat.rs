@@ -78,7 +78,12 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn stat_running(procfs: ProcFs, probes: Probes, pid: u32, duration: Duration) -> anyhow::Result<Report> {
+fn stat_running(
+    procfs: ProcFs,
+    probes: Probes,
+    pid: u32,
+    duration: Duration,
+) -> anyhow::Result<Report> {
     let mut collector = Collector::new(procfs, Some(probes), Selector::Pid(pid), 0)?;
     let started = Instant::now();
     let first = collector.sample(Due::default())?;
@@ -108,7 +113,10 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
     argv_ptrs.push(std::ptr::null());
     let mut gate = [0; 2];
     // SAFETY: valid array of two fds.
-    anyhow::ensure!(unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } == 0, "pipe2 failed");
+    anyhow::ensure!(
+        unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } == 0,
+        "pipe2 failed"
+    );
     // SAFETY: the child only calls async-signal-safe functions (read, close, execvp, _exit).
     let child = unsafe { libc::fork() };
     if child == 0 {
@@ -122,7 +130,11 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
             libc::_exit(127);
         }
     }
-    anyhow::ensure!(child > 0, "fork failed: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        child > 0,
+        "fork failed: {}",
+        std::io::Error::last_os_error()
+    );
     let child = child as u32;
     // SAFETY: our copy of the read end.
     unsafe { libc::close(gate[0]) };
@@ -168,7 +180,15 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
     if exit_code == 127 {
         eprintln!("monitor: could not execute {:?}", command[0]);
     }
-    Ok(report(command.to_vec(), child, wall, &first, &last, peak, Some(exit_code)))
+    Ok(report(
+        command.to_vec(),
+        child,
+        wall,
+        &first,
+        &last,
+        peak,
+        Some(exit_code),
+    ))
 }
 
 /// The larger of the summed RSS of the target's processes now and the kernel's high-water mark
@@ -176,8 +196,16 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
 fn peak_rss(collector: &Collector) -> u64 {
     let procfs = collector.procfs();
     let members = collector.members();
-    let rss: u64 = members.iter().filter_map(|&p| procfs.process(p).ok()).map(|s| s.rss_bytes).sum();
-    let hwm = members.iter().filter_map(|&p| procfs.status(p).ok()).map(|s| s.vm_hwm_bytes).max();
+    let rss: u64 = members
+        .iter()
+        .filter_map(|&p| procfs.process(p).ok())
+        .map(|s| s.rss_bytes)
+        .sum();
+    let hwm = members
+        .iter()
+        .filter_map(|&p| procfs.status(p).ok())
+        .map(|s| s.vm_hwm_bytes)
+        .max();
     rss.max(hwm.unwrap_or(0))
 }
 
@@ -219,9 +247,15 @@ fn report(
 ) -> Report {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let oncpu = d(first.oncpu_ns, last.oncpu_ns);
-    let (k0, k1) = (first.kernel.clone().unwrap_or_default(), last.kernel.clone().unwrap_or_default());
-    let before_sys: BTreeMap<u32, (u64, u64)> =
-        k0.syscalls.iter().map(|(nr, s)| (*nr, (s.count, s.total_ns))).collect();
+    let (k0, k1) = (
+        first.kernel.clone().unwrap_or_default(),
+        last.kernel.clone().unwrap_or_default(),
+    );
+    let before_sys: BTreeMap<u32, (u64, u64)> = k0
+        .syscalls
+        .iter()
+        .map(|(nr, s)| (*nr, (s.count, s.total_ns)))
+        .collect();
     let mut syscalls = BTreeMap::new();
     let mut syscall_seconds = BTreeMap::new();
     for (nr, s) in &k1.syscalls {
@@ -248,7 +282,11 @@ fn report(
         wall_seconds: wall.as_secs_f64(),
         oncpu_seconds: seconds(oncpu),
         cpu_percent: 100.0 * oncpu as f64 / (wall.as_nanos().max(1) as f64),
-        page_faults: Faults { minor, major, total: minor + major },
+        page_faults: Faults {
+            minor,
+            major,
+            total: minor + major,
+        },
         fd_opens: d(k0.fd_opens, k1.fd_opens),
         fd_closes: d(k0.fd_closes, k1.fd_closes),
         fd_close_range_calls: d(k0.fd_close_range_calls, k1.fd_close_range_calls),
@@ -269,24 +307,68 @@ fn report(
 fn render(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let what = if r.command.is_empty() { format!("pid {}", r.pid) } else { r.command.join(" ") };
+    let what = if r.command.is_empty() {
+        format!("pid {}", r.pid)
+    } else {
+        r.command.join(" ")
+    };
     let _ = writeln!(out, "\n Profile of '{what}':\n");
-    let _ = writeln!(out, "{:>16.6}  seconds on CPU      ({:.1} % of one CPU over {:.3} s)", r.oncpu_seconds, r.cpu_percent, r.wall_seconds);
-    let _ = writeln!(out, "{:>16}  page faults         ({} minor, {} major)", r.page_faults.total, r.page_faults.minor, r.page_faults.major);
-    let _ = writeln!(out, "{:>16}  context switches    ({} voluntary, {} involuntary)", r.context_switches.voluntary + r.context_switches.involuntary, r.context_switches.voluntary, r.context_switches.involuntary);
-    let _ = writeln!(out, "{:>16}  fds opened          ({} closed, {} close_range calls)", r.fd_opens, r.fd_closes, r.fd_close_range_calls);
-    let errs: Vec<String> = r.fd_open_errors_by_errno.iter().map(|(e, n)| format!("{e} {n}")).collect();
-    let _ = writeln!(out, "{:>16}  failed opens        ({})", r.fd_open_errors, errs.join(", "));
+    let _ = writeln!(
+        out,
+        "{:>16.6}  seconds on CPU      ({:.1} % of one CPU over {:.3} s)",
+        r.oncpu_seconds, r.cpu_percent, r.wall_seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:>16}  page faults         ({} minor, {} major)",
+        r.page_faults.total, r.page_faults.minor, r.page_faults.major
+    );
+    let _ = writeln!(
+        out,
+        "{:>16}  context switches    ({} voluntary, {} involuntary)",
+        r.context_switches.voluntary + r.context_switches.involuntary,
+        r.context_switches.voluntary,
+        r.context_switches.involuntary
+    );
+    let _ = writeln!(
+        out,
+        "{:>16}  fds opened          ({} closed, {} close_range calls)",
+        r.fd_opens, r.fd_closes, r.fd_close_range_calls
+    );
+    let errs: Vec<String> = r
+        .fd_open_errors_by_errno
+        .iter()
+        .map(|(e, n)| format!("{e} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{:>16}  failed opens        ({})",
+        r.fd_open_errors,
+        errs.join(", ")
+    );
     let _ = writeln!(out, "{:>16}  processes forked", r.processes_forked);
-    let _ = writeln!(out, "{:>16.1}  MiB peak RSS", r.peak_rss_bytes as f64 / (1024.0 * 1024.0));
+    let _ = writeln!(
+        out,
+        "{:>16.1}  MiB peak RSS",
+        r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
     let mut top: Vec<(&String, &u64)> = r.syscalls.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let total: u64 = r.syscalls.values().sum();
     let _ = writeln!(out, "\n{total:>16}  syscalls; top by count:");
-    let _ = writeln!(out, "{:>16}  {:<20} {:>12} {:>12}", "count", "syscall", "total ms", "avg us");
+    let _ = writeln!(
+        out,
+        "{:>16}  {:<20} {:>12} {:>12}",
+        "count", "syscall", "total ms", "avg us"
+    );
     for (name, count) in top.into_iter().take(15) {
         let secs = r.syscall_seconds.get(name).copied().unwrap_or(0.0);
-        let _ = writeln!(out, "{count:>16}  {name:<20} {:>12.3} {:>12.3}", secs * 1e3, secs * 1e6 / *count as f64);
+        let _ = writeln!(
+            out,
+            "{count:>16}  {name:<20} {:>12.3} {:>12.3}",
+            secs * 1e3,
+            secs * 1e6 / *count as f64
+        );
     }
     if let Some(code) = r.exit_code {
         let _ = writeln!(out, "\n exit code {code}");

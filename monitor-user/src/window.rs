@@ -34,7 +34,8 @@ impl Window {
         (n > 0).then(|| self.points.iter().map(|&(_, v)| v).sum::<f64>() / n as f64)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.points.len()
     }
 }
@@ -59,7 +60,11 @@ mod tests {
         w.push(5 * S, 10.0);
         assert_eq!(w.peak(), Some(90.0));
         w.push(10 * S, 20.0);
-        assert_eq!(w.peak(), Some(90.0), "a point exactly span old is still inside");
+        assert_eq!(
+            w.peak(),
+            Some(90.0),
+            "a point exactly span old is still inside"
+        );
         w.push(11 * S, 15.0);
         assert_eq!(w.peak(), Some(20.0));
         assert_eq!(w.len(), 3);

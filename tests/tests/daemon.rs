@@ -8,28 +8,53 @@ use common::*;
 
 fn target_label(d: &Daemon) -> String {
     let text = d.metrics_text();
-    let scrape_line = text.lines().find(|l| l.starts_with("app_up{")).expect("app_up");
+    let scrape_line = text
+        .lines()
+        .find(|l| l.starts_with("app_up{"))
+        .expect("app_up");
     scrape_line.split('"').nth(1).unwrap().to_string()
 }
 
 #[test]
 fn run_metrics_match_the_workloads_truth() {
     require_root();
-    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "1500", "--threads", "2"]);
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["spin", "--millis", "1500", "--threads", "2"],
+    );
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
     let t = target_label(&d);
     let truth = w.go();
     let oncpu = d.settled("app_oncpu_seconds_total", &[("target", &t)]);
     // getrusage: the scheduler's own accounting, including the two threads that have exited.
-    assert_within("app_oncpu_seconds_total", oncpu, u(&truth["oncpu_truth_ns"]) as f64 / 1e9, 0.01);
+    assert_within(
+        "app_oncpu_seconds_total",
+        oncpu,
+        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        0.01,
+    );
     // The lingering main thread: /proc/PID/schedstat of a live thread is below the total.
     assert_eq!(d.value("app_up", &[("target", &t)]), Some(1.0));
     assert_eq!(d.value("app_threads", &[("target", &t)]), Some(1.0));
     assert!(d.value("app_memory_usage_mb", &[("target", &t)]).unwrap() > 0.5);
-    assert!(d.value("app_virtual_memory_bytes", &[("target", &t)]).unwrap() > 1e6);
+    assert!(
+        d.value("app_virtual_memory_bytes", &[("target", &t)])
+            .unwrap()
+            > 1e6
+    );
     assert!(d.value("app_open_fds", &[("target", &t)]).unwrap() >= 3.0);
-    for program in ["sys_enter", "sys_exit", "sched_switch", "sched_process_fork", "sched_process_exit"] {
-        assert_eq!(d.value("monitor_ebpf_attached", &[("program", program)]), Some(1.0), "{program}");
+    for program in [
+        "sys_enter",
+        "sys_exit",
+        "sched_switch",
+        "sched_process_fork",
+        "sched_process_exit",
+    ] {
+        assert_eq!(
+            d.value("monitor_ebpf_attached", &[("program", program)]),
+            Some(1.0),
+            "{program}"
+        );
     }
     w.finish();
 }
@@ -41,13 +66,21 @@ fn syscalls_and_faults_of_a_running_process_are_counted() {
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
     let t = target_label(&d);
     w.go();
-    let n = d.settled("app_syscalls_total", &[("target", &t), ("syscall", "getppid")]);
+    let n = d.settled(
+        "app_syscalls_total",
+        &[("target", &t), ("syscall", "getppid")],
+    );
     assert_eq!(n, 250_000.0);
     // Faults since the process started, as the kernel accounts them (/proc/PID/stat minflt).
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
     let minflt: f64 = fields[7].parse().unwrap();
-    let ours = d.settled("app_page_faults_total", &[("target", &t), ("kind", "minor")]);
+    let ours = d.settled(
+        "app_page_faults_total",
+        &[("target", &t), ("kind", "minor")],
+    );
     assert_within("minor faults", ours, minflt, 0.02);
     w.finish();
 }
@@ -55,13 +88,27 @@ fn syscalls_and_faults_of_a_running_process_are_counted() {
 #[test]
 fn forked_children_join_the_target() {
     require_root();
-    let mut w = Workload::start(&workload_bin(), &["fork", "--children", "3", "--millis", "200"]);
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["fork", "--children", "3", "--millis", "200"],
+    );
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
     let t = target_label(&d);
     let truth = w.go();
-    assert_eq!(d.settled("app_syscalls_total", &[("target", &t), ("syscall", "getppid")]), 3000.0);
+    assert_eq!(
+        d.settled(
+            "app_syscalls_total",
+            &[("target", &t), ("syscall", "getppid")]
+        ),
+        3000.0
+    );
     let oncpu = d.settled("app_oncpu_seconds_total", &[("target", &t)]);
-    assert_within("on-CPU with children", oncpu, u(&truth["oncpu_truth_ns"]) as f64 / 1e9, 0.01);
+    assert_within(
+        "on-CPU with children",
+        oncpu,
+        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        0.01,
+    );
     w.finish();
 }
 
@@ -74,20 +121,45 @@ fn comm_target_that_restarts_is_followed_in_the_same_series() {
     let program = dir.path().join(&name);
     std::fs::copy(workload_bin(), &program).unwrap();
     let d = Daemon::start(&["--comm", &name], &[]);
-    assert_eq!(d.value("app_up", &[("target", &name)]), Some(0.0), "nothing runs yet");
+    assert_eq!(
+        d.value("app_up", &[("target", &name)]),
+        Some(0.0),
+        "nothing runs yet"
+    );
 
     let mut first = Workload::start(&program, &["syscalls", "--count", "1000"]);
-    d.wait_for(|m| metric_value(m, "app_up", &[("target", &name)]) == Some(1.0), "first start");
+    d.wait_for(
+        |m| metric_value(m, "app_up", &[("target", &name)]) == Some(1.0),
+        "first start",
+    );
     first.go();
-    assert_eq!(d.settled("app_syscalls_total", &[("target", &name), ("syscall", "getppid")]), 1000.0);
+    assert_eq!(
+        d.settled(
+            "app_syscalls_total",
+            &[("target", &name), ("syscall", "getppid")]
+        ),
+        1000.0
+    );
     drop(first);
-    d.wait_for(|m| metric_value(m, "app_up", &[("target", &name)]) == Some(0.0), "app_up 0 after exit");
+    d.wait_for(
+        |m| metric_value(m, "app_up", &[("target", &name)]) == Some(0.0),
+        "app_up 0 after exit",
+    );
 
     let mut second = Workload::start(&program, &["syscalls", "--count", "2000"]);
-    d.wait_for(|m| metric_value(m, "app_up", &[("target", &name)]) == Some(1.0), "restart");
+    d.wait_for(
+        |m| metric_value(m, "app_up", &[("target", &name)]) == Some(1.0),
+        "restart",
+    );
     second.go();
     // Counters continue in the same series.
-    assert_eq!(d.settled("app_syscalls_total", &[("target", &name), ("syscall", "getppid")]), 3000.0);
+    assert_eq!(
+        d.settled(
+            "app_syscalls_total",
+            &[("target", &name), ("syscall", "getppid")]
+        ),
+        3000.0
+    );
     second.finish();
 }
 
@@ -99,16 +171,29 @@ fn target_that_exits_leaves_app_up_zero_and_the_daemon_serving() {
     let t = target_label(&d);
     w.go();
     drop(w);
-    d.wait_for(|m| metric_value(m, "app_up", &[("target", &t)]) == Some(0.0), "app_up 0");
+    d.wait_for(
+        |m| metric_value(m, "app_up", &[("target", &t)]) == Some(0.0),
+        "app_up 0",
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.value("app_up", &[("target", &t)]), Some(0.0), "still serving");
+    assert_eq!(
+        d.value("app_up", &[("target", &t)]),
+        Some(0.0),
+        "still serving"
+    );
 }
 
 #[test]
 fn unknown_pid_is_a_clear_error() {
     require_root();
     let out = Command::new(monitor_bin())
-        .args(["run", "--pid", "4000000", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "run",
+            "--pid",
+            "4000000",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -129,7 +214,10 @@ fn bad_config_names_file_line_and_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let path = config.path().display().to_string();
-    assert!(err.contains(&path) && err.contains("line 2") && err.contains("cpu_memroy"), "{err}");
+    assert!(
+        err.contains(&path) && err.contains("line 2") && err.contains("cpu_memroy"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,12 +227,21 @@ fn proc_only_mode_reports_cpu_and_marks_ebpf_off() {
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--no-ebpf"]);
     let t = target_label(&d);
     let truth = w.go();
-    assert_eq!(d.value("monitor_ebpf_attached", &[("program", "sys_enter")]), Some(0.0));
+    assert_eq!(
+        d.value("monitor_ebpf_attached", &[("program", "sys_enter")]),
+        Some(0.0)
+    );
     // /proc/PID/stat utime+stime is in clock ticks (10 ms): allow two ticks per thread.
     let oncpu = d.settled("app_oncpu_seconds_total", &[("target", &t)]);
     let truth_s = u(&truth["oncpu_truth_ns"]) as f64 / 1e9;
-    assert!((oncpu - truth_s).abs() <= 0.04, "/proc-only on-CPU {oncpu} vs {truth_s}");
-    assert!(d.value("app_syscalls_total", &[("target", &t)]).is_none(), "no syscall series without eBPF");
+    assert!(
+        (oncpu - truth_s).abs() <= 0.04,
+        "/proc-only on-CPU {oncpu} vs {truth_s}"
+    );
+    assert!(
+        d.value("app_syscalls_total", &[("target", &t)]).is_none(),
+        "no syscall series without eBPF"
+    );
     w.finish();
 }
 

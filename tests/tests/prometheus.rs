@@ -36,7 +36,11 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus is installed by `cargo xtask setup --test-deps` (Debian package prometheus)");
-        Self { child, port, _dir: dir }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// The value of an instant query with exactly one result.
@@ -50,7 +54,9 @@ impl Prometheus {
             .ok()?;
         let body: serde_json::Value = serde_json::from_str(&text).ok()?;
         let result = body["data"]["result"].as_array()?;
-        let [one] = result.as_slice() else { return None };
+        let [one] = result.as_slice() else {
+            return None;
+        };
         one["value"][1].as_str()?.parse().ok()
     }
 }
@@ -65,7 +71,10 @@ impl Drop for Prometheus {
 #[test]
 fn prometheus_scrapes_oncpu_matching_the_workloads_truth() {
     require_root();
-    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "1500", "--threads", "2"]);
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["spin", "--millis", "1500", "--threads", "2"],
+    );
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--name", "seed"]);
     let truth = w.go();
     let truth_s = u(&truth["oncpu_truth_ns"]) as f64 / 1e9;
@@ -78,11 +87,23 @@ fn prometheus_scrapes_oncpu_matching_the_workloads_truth() {
         if let Some(v) = prom.query("app_oncpu_seconds_total{target=\"seed\",job=\"monitor\"}") {
             break v;
         }
-        assert!(Instant::now() < deadline, "Prometheus never stored app_oncpu_seconds_total");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never stored app_oncpu_seconds_total"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_within("app_oncpu_seconds_total in Prometheus", stored, truth_s, 0.01);
-    assert_eq!(prom.query("up{job=\"monitor\"}"), Some(1.0), "the scrape itself is healthy");
+    assert_within(
+        "app_oncpu_seconds_total in Prometheus",
+        stored,
+        truth_s,
+        0.01,
+    );
+    assert_eq!(
+        prom.query("up{job=\"monitor\"}"),
+        Some(1.0),
+        "the scrape itself is healthy"
+    );
     assert_eq!(prom.query("app_up{target=\"seed\"}"), Some(1.0));
     w.finish();
 }
@@ -96,7 +117,12 @@ fn promtool_check(text: &str) -> (bool, Vec<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool comes with the Debian package prometheus");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
     let findings = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -117,25 +143,52 @@ fn metrics_pass_promtool_check() {
     let errors_served = |m: &str| m.contains("app_fd_open_errors_total{errno=\"ENOENT\"");
     let text = clean.wait_for(errors_served, "fd errors served");
     let (ok, findings) = promtool_check(&text);
-    assert!(ok && findings.is_empty(), "promtool check metrics: {findings:#?}");
+    assert!(
+        ok && findings.is_empty(),
+        "promtool check metrics: {findings:#?}"
+    );
 
     // With the seed's names kept (the default), the only findings are about those names.
     let text = seed.wait_for(errors_served, "fd errors served");
     let (_, findings) = promtool_check(&text);
     assert!(
-        findings.iter().all(|f| f.starts_with("app_memory_usage_mb") && f.contains("abbreviated units")),
+        findings
+            .iter()
+            .all(|f| f.starts_with("app_memory_usage_mb") && f.contains("abbreviated units")),
         "promtool check metrics: {findings:#?}"
     );
     for name in [
-        "app_cpu_usage_percent", "app_memory_usage_mb", "app_memory_usage_percent", "app_virtual_memory_bytes",
-        "app_open_fds", "app_threads", "app_oncpu_seconds_total", "app_page_faults_total", "app_fd_opens_total",
-        "app_fd_closes_total", "app_fd_open_errors_total", "app_syscalls_total", "app_syscall_seconds_total",
-        "app_context_switches_total", "app_cpu_usage_percent_peak", "app_cpu_usage_percent_avg_1m",
-        "app_memory_usage_mb_peak", "app_memory_usage_mb_avg_1m", "app_up", "monitor_ebpf_attached",
-        "process_cpu_seconds_total", "process_resident_memory_bytes",
+        "app_cpu_usage_percent",
+        "app_memory_usage_mb",
+        "app_memory_usage_percent",
+        "app_virtual_memory_bytes",
+        "app_open_fds",
+        "app_threads",
+        "app_oncpu_seconds_total",
+        "app_page_faults_total",
+        "app_fd_opens_total",
+        "app_fd_closes_total",
+        "app_fd_open_errors_total",
+        "app_syscalls_total",
+        "app_syscall_seconds_total",
+        "app_context_switches_total",
+        "app_cpu_usage_percent_peak",
+        "app_cpu_usage_percent_avg_1m",
+        "app_memory_usage_mb_peak",
+        "app_memory_usage_mb_avg_1m",
+        "app_up",
+        "monitor_ebpf_attached",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from /metrics");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics"
+        );
     }
-    assert!(!text.contains("pid=\""), "series carry a target label, never a pid label");
+    assert!(
+        !text.contains("pid=\""),
+        "series carry a target label, never a pid label"
+    );
     w.finish();
 }

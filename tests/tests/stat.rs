@@ -8,7 +8,10 @@ use common::*;
 #[test]
 fn oncpu_matches_getrusage_within_one_percent() {
     require_root();
-    for args in [["spin", "--millis", "1500", "--threads", "1"], ["spin", "--millis", "1000", "--threads", "2"]] {
+    for args in [
+        ["spin", "--millis", "1500", "--threads", "1"],
+        ["spin", "--millis", "1000", "--threads", "2"],
+    ] {
         let (m, w, code) = stat_workload(&args);
         assert_eq!(code, 0);
         // getrusage's utime+stime is sum_exec_runtime, the scheduler's own ns accounting.
@@ -27,8 +30,16 @@ fn faults_match_getrusage_within_two_percent() {
     let (m, w, _) = stat_workload(&["faults", "--pages", "20000", "--rounds", "2"]);
     let truth = rusage_faults(&w);
     assert!(truth >= 40_000, "the workload touched 40000 pages: {truth}");
-    assert_within("page faults", u(&m["page_faults"]["total"]) as f64, truth as f64, 0.02);
-    assert_eq!(u(&m["page_faults"]["minor"]) + u(&m["page_faults"]["major"]), u(&m["page_faults"]["total"]));
+    assert_within(
+        "page faults",
+        u(&m["page_faults"]["total"]) as f64,
+        truth as f64,
+        0.02,
+    );
+    assert_eq!(
+        u(&m["page_faults"]["minor"]) + u(&m["page_faults"]["major"]),
+        u(&m["page_faults"]["total"])
+    );
 }
 
 #[test]
@@ -39,7 +50,11 @@ fn syscall_called_n_times_is_counted_n_times() {
     assert_eq!(u(&w["work"]["syscalls"]), n);
     assert_eq!(u(&m["syscalls"]["getppid"]), n, "getppid count");
     assert!(m["syscall_seconds"]["getppid"].as_f64().unwrap() > 0.0);
-    assert_eq!(u(&m["syscalls"]["exit_group"]), 1, "exit_group never returns but is counted");
+    assert_eq!(
+        u(&m["syscalls"]["exit_group"]),
+        1,
+        "exit_group never returns but is counted"
+    );
 }
 
 /// strace -c is the peer every engineer trusts: the counts must agree for every syscall the
@@ -64,13 +79,20 @@ fn syscall_counts_match_strace() {
     let mut compared = 0;
     for line in text.lines() {
         let mut parts = line.split_whitespace();
-        let (Some(name), Some(calls)) = (parts.next(), parts.next()) else { continue };
-        let Ok(calls) = calls.parse::<u64>() else { continue };
+        let (Some(name), Some(calls)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(calls) = calls.parse::<u64>() else {
+            continue;
+        };
         if name == "total" || name.starts_with('-') {
             continue;
         }
         let ours = m["syscalls"][name].as_u64().unwrap_or(0);
-        assert_eq!(ours, calls, "{name}: monitor {ours}, strace {calls}\nstrace:\n{text}");
+        assert_eq!(
+            ours, calls,
+            "{name}: monitor {ours}, strace {calls}\nstrace:\n{text}"
+        );
         compared += 1;
     }
     assert!(compared >= 10, "compared only {compared} syscalls:\n{text}");
@@ -87,12 +109,19 @@ fn fd_opens_closes_and_failed_opens_are_exact() {
     assert_eq!(u(&m1["fd_closes"]) - u(&m0["fd_closes"]), 500);
     assert_eq!(u(&m1["fd_open_errors"]) - u(&m0["fd_open_errors"]), 37);
     assert_eq!(
-        m1["fd_open_errors_by_errno"]["ENOENT"].as_u64().unwrap_or(0)
-            - m0["fd_open_errors_by_errno"]["ENOENT"].as_u64().unwrap_or(0),
+        m1["fd_open_errors_by_errno"]["ENOENT"]
+            .as_u64()
+            .unwrap_or(0)
+            - m0["fd_open_errors_by_errno"]["ENOENT"]
+                .as_u64()
+                .unwrap_or(0),
         37
     );
     // Every open the process made is one it closed or one still open at exit: no phantom counts.
-    assert_eq!(u(&m1["fd_opens"]), u(&m1["syscalls"]["openat"]) - u(&m1["fd_open_errors"]));
+    assert_eq!(
+        u(&m1["fd_opens"]),
+        u(&m1["syscalls"]["openat"]) - u(&m1["fd_open_errors"])
+    );
 }
 
 #[test]
@@ -100,7 +129,15 @@ fn forking_workload_is_counted_with_its_children() {
     require_root();
     // Children touch pages so that the parent's few faults after it measured its own truth
     // (printing the report) stay well inside the tolerance.
-    let (m, w, code) = stat_workload(&["fork", "--children", "4", "--millis", "300", "--pages", "2000"]);
+    let (m, w, code) = stat_workload(&[
+        "fork",
+        "--children",
+        "4",
+        "--millis",
+        "300",
+        "--pages",
+        "2000",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(u(&m["processes_forked"]), 4);
     // Each child calls getppid 1000 times; the parent never does.
@@ -111,7 +148,12 @@ fn forking_workload_is_counted_with_its_children() {
         u(&w["oncpu_truth_ns"]) as f64 / 1e9,
         0.01,
     );
-    assert_within("faults of parent and children", u(&m["page_faults"]["total"]) as f64, rusage_faults(&w) as f64, 0.02);
+    assert_within(
+        "faults of parent and children",
+        u(&m["page_faults"]["total"]) as f64,
+        rusage_faults(&w) as f64,
+        0.02,
+    );
 }
 
 #[test]

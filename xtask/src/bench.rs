@@ -35,7 +35,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let o = Stats::of(&other);
     let mut table = String::new();
     table.push_str("| storm (getppid) | ns per call, median | min - max | ns added vs. alone |\n|---|---|---|---|\n");
-    for (name, s) in [("nothing attached", &b), ("in the target", &t), ("not a target (monitor watching another process)", &o)] {
+    for (name, s) in [
+        ("nothing attached", &b),
+        ("in the target", &t),
+        ("not a target (monitor watching another process)", &o),
+    ] {
         table.push_str(&format!(
             "| {name} | {:.1} | {:.1} - {:.1} | {:+.1} |\n",
             s.median,
@@ -56,10 +60,15 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          syscalls every 10 ms) and reads the daemon's /proc/PID/stat and statm.\n\n{table}",
         if quick { " --quick" } else { "" },
         hostname(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
     );
-    std::fs::write(workspace_root().join("BENCHMARKS.md"), &report).context("writing BENCHMARKS.md")?;
+    std::fs::write(workspace_root().join("BENCHMARKS.md"), &report)
+        .context("writing BENCHMARKS.md")?;
     println!("{report}");
     Ok(())
 }
@@ -103,17 +112,25 @@ fn gated_workload(args: &[&str]) -> anyhow::Result<Child> {
 /// Starts `monitor run` on `pid` and waits until it serves metrics with the target up.
 fn start_monitor(pid: u32, extra: &[&str]) -> anyhow::Result<Child> {
     let child = Command::new(release_bin("monitor"))
-        .args(["run", "--pid", &pid.to_string(), "--listen", &format!("127.0.0.1:{PORT}")])
+        .args([
+            "run",
+            "--pid",
+            &pid.to_string(),
+            "--listen",
+            &format!("127.0.0.1:{PORT}"),
+        ])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .context("starting monitor")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(body) = ureq::get(&format!("http://127.0.0.1:{PORT}/metrics")).call().and_then(|mut r| r.body_mut().read_to_string()) {
-            if body.contains("app_up{target=") {
-                return Ok(child);
-            }
+        let body = ureq::get(&format!("http://127.0.0.1:{PORT}/metrics"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default();
+        if body.contains("app_up{target=") {
+            return Ok(child);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -150,8 +167,11 @@ fn storm(calls: u64, mode: Mode) -> anyhow::Result<f64> {
         let _ = w.kill();
         let _ = w.wait();
     }
-    let report: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("workload printed {line:?}"))?;
-    report["ns_per_op"].as_f64().context("workload report has no ns_per_op")
+    let report: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("workload printed {line:?}"))?;
+    report["ns_per_op"]
+        .as_f64()
+        .context("workload report has no ns_per_op")
 }
 
 struct Footprint {
@@ -162,7 +182,11 @@ struct Footprint {
 fn daemon_footprint(span: Duration) -> anyhow::Result<Footprint> {
     eprintln!("bench: daemon footprint over {} s", span.as_secs());
     let mut w = Command::new(release_bin("workload"))
-        .args(["mixed", "--millis", &(span.as_millis() as u64 + 30_000).to_string()])
+        .args([
+            "mixed",
+            "--millis",
+            &(span.as_millis() as u64 + 30_000).to_string(),
+        ])
         .stdout(Stdio::null())
         .spawn()?;
     let m = start_monitor(w.id(), &[])?;
@@ -202,5 +226,8 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }

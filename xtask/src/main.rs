@@ -39,6 +39,8 @@ enum Cmd {
     },
     /// Set up (with test dependencies), build, and run every test, privileged ones included.
     Test,
+    /// House checks: rustfmt, clippy -D warnings on the user crates and on the kernel crate.
+    Lint,
     /// Measure overhead and footprint; writes BENCHMARKS.md.
     Bench {
         /// A shorter run (under two minutes).
@@ -72,6 +74,10 @@ fn main() -> anyhow::Result<()> {
             build(&tools)?;
             test(&tools)
         }
+        Cmd::Lint => {
+            let tools = setup::toolchain()?;
+            lint(&tools)
+        }
         Cmd::Bench { quick } => {
             let tools = setup::toolchain()?;
             setup::test_dependencies()?;
@@ -95,14 +101,13 @@ pub fn release_bin(name: &str) -> PathBuf {
 /// A cargo command with the tools directory (bpf-linker) first on PATH.
 fn cargo(tools: &setup::Tools) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root()).env("PATH", tools.path_env());
+    cmd.current_dir(workspace_root())
+        .env("PATH", tools.path_env());
     cmd
 }
 
 pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -120,6 +125,42 @@ fn build(tools: &setup::Tools) -> anyhow::Result<()> {
     ]))
 }
 
+fn lint(tools: &setup::Tools) -> anyhow::Result<()> {
+    status(cargo(tools).args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo(tools).args([
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The kernel crate only builds for bpfel with the nightly toolchain.
+    status(
+        Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "monitor-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .current_dir(workspace_root())
+            .env("PATH", tools.path_env())
+            .env_remove("CARGO")
+            .env_remove("RUSTC"),
+    )
+}
+
 fn run(args: &[String]) -> anyhow::Result<()> {
     let monitor = release_bin("monitor");
     if !args.is_empty() {
@@ -135,10 +176,13 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "xtask: demo workload pid {}; metrics at http://127.0.0.1:8001/metrics (Ctrl-C to stop)",
         workload.id()
     );
-    let result = status(
-        Command::new(monitor)
-            .args(["run", "--pid", &workload.id().to_string(), "--name", "demo"]),
-    );
+    let result = status(Command::new(monitor).args([
+        "run",
+        "--pid",
+        &workload.id().to_string(),
+        "--name",
+        "demo",
+    ]));
     let _ = workload.kill();
     let _ = workload.wait();
     result

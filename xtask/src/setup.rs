@@ -77,7 +77,13 @@ pub fn toolchain() -> anyhow::Result<Tools> {
     ]))?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
-        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            NIGHTLY,
+        ]))?;
     }
     bpf_linker()
 }
@@ -99,7 +105,12 @@ fn nightly_llvm() -> anyhow::Result<(PathBuf, String)> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so."))
         })
-        .with_context(|| format!("no libLLVM.so.* in {}: the nightly must ship LLVM as a shared library", lib.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: the nightly must ship LLVM as a shared library",
+                lib.display()
+            )
+        })?;
     let version = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-V"]))?;
     Ok((so, version))
 }
@@ -117,10 +128,18 @@ fn bpf_linker() -> anyhow::Result<Tools> {
     // Key on the nightly's version: a new nightly may ship another LLVM.
     let key: String = nightly
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let root = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-{key}"));
-    let tools = Tools { bin: root.join("bin") };
+    let tools = Tools {
+        bin: root.join("bin"),
+    };
     let llvm_prefix = root.join("llvm");
     let linker = tools.bin.join("bpf-linker");
     // The symlinks must exist whenever bpf-linker runs (it finds libLLVM through its RUNPATH).
@@ -128,7 +147,10 @@ fn bpf_linker() -> anyhow::Result<Tools> {
     if linker.exists() {
         return Ok(tools);
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", llvm_so.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        llvm_so.display()
+    );
     status(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
@@ -186,7 +208,11 @@ pub fn test_dependencies() -> anyhow::Result<()> {
     }
     // The Debian packages start their services; the tests start their own on other ports, so
     // stop these to keep ports and CPU free (ignore failures: there may be no init system).
-    for service in ["prometheus", "prometheus-alertmanager", "prometheus-process-exporter"] {
+    for service in [
+        "prometheus",
+        "prometheus-alertmanager",
+        "prometheus-process-exporter",
+    ] {
         let _ = Command::new("service")
             .args([service, "stop"])
             .stdout(std::process::Stdio::null())

@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn running_kernel_has_adjacent_pid_and_tgid() {
         let path = Path::new(VMLINUX_BTF);
-        assert!(path.exists(), "{VMLINUX_BTF} is missing: this test needs a kernel with BTF");
+        assert!(
+            path.exists(),
+            "{VMLINUX_BTF} is missing: this test needs a kernel with BTF"
+        );
         let offsets = TaskOffsets::from_btf_file(path).unwrap();
         assert!(offsets.pid > 0 && offsets.min_flt > 0 && offsets.maj_flt > offsets.min_flt);
     }

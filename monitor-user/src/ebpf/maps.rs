@@ -71,7 +71,10 @@ impl KernelMaps {
     }
 
     pub fn counters(&self, slot: u32) -> anyhow::Result<TargetCounters> {
-        let per_cpu = self.counters.get(&slot, 0).context("reading target counters")?;
+        let per_cpu = self
+            .counters
+            .get(&slot, 0)
+            .context("reading target counters")?;
         let mut sum = TargetCounters::default();
         per_cpu.iter().for_each(|c| sum.add(c));
         Ok(sum)
@@ -113,7 +116,11 @@ impl KernelMaps {
 
     /// What runs on each CPU right now and since when.
     pub fn cpu_slices(&self) -> anyhow::Result<Vec<CpuSlice>> {
-        Ok(self.cpu_slices.get(&0, 0).context("reading CPU slices")?.to_vec())
+        Ok(self
+            .cpu_slices
+            .get(&0, 0)
+            .context("reading CPU slices")?
+            .to_vec())
     }
 
     /// Per-thread scheduler totals of target threads (exited ones until they are forgotten).
@@ -125,23 +132,14 @@ impl KernelMaps {
     pub fn forget_thread(&mut self, tid: u32) {
         let _ = self.thread_stats.remove(&tid);
     }
-
-    /// Per-process scheduler totals, summed over CPUs.
-    pub fn process(&self, tgid: u32) -> Option<ProcessStats> {
-        let per_cpu = self.process_stats.get(&tgid, 0).ok()?;
-        Some(per_cpu.iter().fold(ProcessStats::default(), |mut a, p| {
-            a.oncpu_ns += p.oncpu_ns;
-            a.switches_voluntary += p.switches_voluntary;
-            a.switches_involuntary += p.switches_involuntary;
-            a.slot = p.slot.max(a.slot);
-            a
-        }))
-    }
 }
 
 /// CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns() reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -62,7 +62,11 @@ impl Probes {
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_MIN_FLT_OFFSET, &offsets.min_flt, true)
             .override_global(globals::TASK_MAJ_FLT_OFFSET, &offsets.maj_flt, true)
-            .override_global(globals::TASK_SUM_EXEC_OFFSET, &offsets.sum_exec_runtime, true)
+            .override_global(
+                globals::TASK_SUM_EXEC_OFFSET,
+                &offsets.sum_exec_runtime,
+                true,
+            )
             .load(KERNEL_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)).context(e))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -74,14 +78,19 @@ impl Probes {
         };
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for &(name, tracepoint) in PROGRAMS {
-            let error = attach(&mut ebpf, name, tracepoint).err().map(|e| format!("{e:#}"));
+            let error = attach(&mut ebpf, name, tracepoint)
+                .err()
+                .map(|e| format!("{e:#}"));
             match &error {
                 None => info!(program = name, "attached"),
                 Some(e) => warn!(program = name, "not attached: {e}"),
             }
             programs.push(ProgramStatus { name, error });
         }
-        if let Some(p) = programs.iter().find(|p| ESSENTIAL.contains(&p.name) && !p.attached()) {
+        if let Some(p) = programs
+            .iter()
+            .find(|p| ESSENTIAL.contains(&p.name) && !p.attached())
+        {
             anyhow::bail!(
                 "cannot follow the target's forks and exits: {} did not attach ({})",
                 p.name,
@@ -89,7 +98,12 @@ impl Probes {
             );
         }
         let maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
-        Ok(Self { maps, programs, _ebpf: ebpf, logger })
+        Ok(Self {
+            maps,
+            programs,
+            _ebpf: ebpf,
+            logger,
+        })
     }
 
     pub fn all_attached(&self) -> bool {
@@ -117,10 +131,14 @@ fn explain_load_error(e: &aya::EbpfError) -> String {
     let errno = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .and_then(std::io::Error::raw_os_error);
-    if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES)) || text.contains("Operation not permitted") {
+    if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES))
+        || text.contains("Operation not permitted")
+    {
         "loading eBPF programs was refused: run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE), and check that kernel.unprivileged_bpf_disabled or a security module is not blocking bpf()".into()
     } else {
-        format!("loading the kernel object failed ({text}); run `monitor check` to see what this host supports, or use --no-ebpf for /proc-only monitoring")
+        format!(
+            "loading the kernel object failed ({text}); run `monitor check` to see what this host supports, or use --no-ebpf for /proc-only monitoring"
+        )
     }
 }
 

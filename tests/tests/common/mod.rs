@@ -1,5 +1,8 @@
 //! Helpers for the privileged integration tests: binaries, root check, workloads and daemons.
-#![allow(dead_code, reason = "each test file uses a different part of this module")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of this module"
+)]
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -13,7 +16,9 @@ use serde_json::Value;
 
 fn bin(var: &str, name: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(name)
     });
     assert!(
         path.exists(),
@@ -35,11 +40,18 @@ pub fn workload_bin() -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test loads BPF programs and must run as root (run `sudo cargo xtask test`)");
+    assert_eq!(
+        euid, 0,
+        "this test loads BPF programs and must run as root (run `sudo cargo xtask test`)"
+    );
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `monitor stat --json -- workload ARGS`: (monitor's report, workload's own report, exit status).
@@ -59,7 +71,8 @@ pub fn stat_workload(args: &[&str]) -> (Value, Value, i32) {
 }
 
 pub fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an unsigned number: {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned number: {v}"))
 }
 
 /// Total faults the kernel accounted to the workload and its reaped children (getrusage).
@@ -98,7 +111,11 @@ impl Workload {
             .expect("starting the workload");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(BufReader::new);
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -152,7 +169,11 @@ impl Daemon {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("starting monitor run");
-        let d = Self { child, port, _config: config };
+        let d = Self {
+            child,
+            port,
+            _config: config,
+        };
         d.wait_for(|m| m.contains("app_up{"), "app_up served");
         d
     }
@@ -177,7 +198,10 @@ impl Daemon {
             if pred(&text) {
                 return text;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last /metrics:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last /metrics:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -189,10 +213,15 @@ impl Daemon {
         loop {
             std::thread::sleep(Duration::from_millis(700));
             let v = self.value(name, labels);
-            if v.is_some() && v == last {
-                return v.unwrap();
+            if let Some(value) = v
+                && v == last
+            {
+                return value;
             }
-            assert!(Instant::now() < deadline, "{name} did not settle (last {last:?})");
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not settle (last {last:?})"
+            );
             last = v;
         }
     }
