@@ -780,7 +780,10 @@ mod tests {
         assert!(procfs.status(pid).unwrap().vm_hwm_bytes > 0);
         assert!(procfs.open_fds(pid).unwrap() >= 1);
         assert!(procfs.mem_total_bytes().unwrap() > 0);
-        // This thread is running while it reads its own stat file.
+        // This thread is running while it reads its own stat file, and has faulted: a fresh
+        // megabyte written here is new pages.
+        let touched = std::hint::black_box(vec![1u8; 1 << 20]);
+        assert_eq!(touched[12345], 1);
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let me = procfs.thread(pid, tid).unwrap();
