@@ -57,6 +57,9 @@ impl Probes {
     pub fn load() -> anyhow::Result<Self> {
         raise_memlock_limit();
         let offsets = TaskOffsets::from_btf_file(Path::new(VMLINUX_BTF))?;
+        // Parsing the kernel's BTF took tens of MB of small allocations, all freed now: return
+        // them, or they stay in the daemon's RSS.
+        release_free_heap();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
@@ -98,6 +101,8 @@ impl Probes {
             );
         }
         let maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
+        // The loader parsed the kernel's BTF again for relocations.
+        release_free_heap();
         Ok(Self {
             maps,
             programs,
@@ -140,6 +145,11 @@ fn explain_load_error(e: &aya::EbpfError) -> String {
             "loading the kernel object failed ({text}); run `monitor check` to see what this host supports, or use --no-ebpf for /proc-only monitoring"
         )
     }
+}
+
+fn release_free_heap() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
