@@ -27,7 +27,6 @@ pub mod maps {
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const FD_OPEN_ERRORS: &str = "FD_OPEN_ERRORS";
     pub const SYSCALL_STARTS: &str = "SYSCALL_STARTS";
-    pub const CPU_SLICES: &str = "CPU_SLICES";
     pub const PROCESS_STATS: &str = "PROCESS_STATS";
     pub const THREAD_STATS: &str = "THREAD_STATS";
 }
@@ -105,16 +104,6 @@ pub struct SyscallStart {
 /// fcntl() was called with F_DUPFD or F_DUPFD_CLOEXEC, so its result is a new descriptor.
 pub const START_FLAG_DUPFD: u8 = 1;
 
-/// The slice running on one CPU right now (a per-CPU array of one element).
-#[repr(C)]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct CpuSlice {
-    /// When the task was switched in; 0 until the first switch seen on this CPU.
-    pub start_ns: u64,
-    pub tid: u32,
-    pub tgid: u32,
-}
-
 /// Per-process scheduler totals (per-CPU hash keyed by tgid).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -143,7 +132,6 @@ pub struct ThreadStats {
 const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);
 const _: () = assert!(core::mem::size_of::<SyscallStat>() == 16);
 const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
-const _: () = assert!(core::mem::size_of::<CpuSlice>() == 16);
 const _: () = assert!(core::mem::size_of::<ProcessStats>() == 32);
 const _: () = assert!(core::mem::size_of::<ThreadStats>() == 32);
 
@@ -153,7 +141,6 @@ mod pod {
     unsafe impl aya::Pod for super::TargetCounters {}
     unsafe impl aya::Pod for super::SyscallStat {}
     unsafe impl aya::Pod for super::SyscallStart {}
-    unsafe impl aya::Pod for super::CpuSlice {}
     unsafe impl aya::Pod for super::ProcessStats {}
     unsafe impl aya::Pod for super::ThreadStats {}
 }

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use monitor_common::{
-    CpuSlice, MAX_ERRNO, MAX_SYSCALLS, MAX_TARGET_PROCESSES, MAX_TARGET_THREADS, MAX_TARGETS,
-    ProcessStats, START_SLOTS, SyscallStart, SyscallStat, TargetCounters, ThreadStats,
+    MAX_ERRNO, MAX_SYSCALLS, MAX_TARGET_PROCESSES, MAX_TARGET_THREADS, MAX_TARGETS, ProcessStats,
+    START_SLOTS, SyscallStart, SyscallStat, TargetCounters, ThreadStats,
 };
 
 /// tgid -> target slot. Written by user space (roots) and by the fork program (descendants).
@@ -30,10 +30,6 @@ pub static FD_OPEN_ERRORS: PerCpuArray<u64> =
 /// CPU: a syscall that blocks and resumes on another CPU must find its start.
 #[map]
 pub static SYSCALL_STARTS: Array<SyscallStart> = Array::with_max_entries(START_SLOTS, 0);
-
-/// Who runs on each CPU since when, so user space can add slices still in progress.
-#[map]
-pub static CPU_SLICES: PerCpuArray<CpuSlice> = PerCpuArray::with_max_entries(1, 0);
 
 /// tgid -> scheduler totals, per CPU because a process's threads run on several CPUs at once.
 #[map]

@@ -2,25 +2,22 @@
 //!
 //! On-CPU time is the scheduler's own accounting: at each switch-out (and exit) of a target
 //! thread the growth of its se.sum_exec_runtime since it was last seen is added. A switch event
-//! the program does not see loses nothing: the next one catches up. Each CPU also remembers who
-//! was switched in and when, so user space can add the slices still running, or a busy thread that
-//! is never switched out would lag.
+//! the program does not see loses nothing: the next one catches up. User space replaces the
+//! (slightly stale) values of live threads with their /proc schedstat, so slices still running
+//! count too; what only the kernel can give is the time of threads that are gone.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use monitor_common::{CpuSlice, ProcessStats, ThreadStats};
+use monitor_common::{ProcessStats, ThreadStats};
 
 use crate::{
-    maps::{CPU_SLICES, PROCESS_STATS, TARGETS, THREAD_STATS, counters, target_slot},
-    task::{task_ids, task_oncpu_ns},
+    maps::{PROCESS_STATS, TARGETS, THREAD_STATS, counters, target_slot},
+    task::task_oncpu_ns,
 };
 
 // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 const ARG_PREEMPT: usize = 0;
 const ARG_PREV: usize = 1;
-const ARG_NEXT: usize = 2;
 const ARG_PREV_STATE: usize = 3;
 /// include/linux/sched.h: the state of a task switching out for the last time.
 const TASK_DEAD: u64 = 0x80;
@@ -32,8 +29,6 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     if let Some(slot) = target_slot(prev_tgid) {
@@ -60,17 +55,6 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
     }
-    let next: *const u8 = ctx.arg(ARG_NEXT);
-    let (tid, tgid) = task_ids(next)?;
-    let slice = CPU_SLICES.get_ptr_mut(0).ok_or(0)?;
-    // SAFETY: per-CPU value, no concurrent writer (the scheduler is not preemptible here).
-    unsafe {
-        *slice = CpuSlice {
-            start_ns: now,
-            tid,
-            tgid,
-        }
-    };
     Ok(())
 }
 

@@ -264,9 +264,23 @@ impl Collector {
     }
 
     /// Reads everything that is due into a sample.
+    ///
+    /// Kernel values are read before /proc: a thread that exits in between is then missing from
+    /// both (a transient low reading) rather than counted twice.
     pub fn sample(&mut self, due: Due) -> anyhow::Result<Sample> {
         self.forget_gone_threads();
         let members = self.members();
+        let kernel = match &self.probes {
+            Some(p) => Some((p.maps.counters(self.slot)?, p.maps.threads())),
+            None => None,
+        };
+        let accounted: HashMap<u32, u64> = kernel
+            .iter()
+            .flat_map(|(_, threads)| threads.iter().map(|(tid, t)| (*tid, t.oncpu_ns)))
+            .collect();
+        // On-CPU of live threads: /proc schedstat (exact, includes the running slice) minus what
+        // the kernel side has already added for them.
+        let (mut live_oncpu, mut live_accounted) = (0u64, 0u64);
         let mut s = Sample {
             up: !members.is_empty(),
             processes: members.len() as u64,
@@ -288,10 +302,16 @@ impl Collector {
             }
             if self.probes.is_some() {
                 for tid in self.procfs.threads(pid).unwrap_or_default() {
-                    if let Ok(t) = self.procfs.thread(pid, tid) {
-                        live_min += t.minflt;
-                        live_maj += t.majflt;
-                    }
+                    let (Ok(t), Ok(ns)) = (
+                        self.procfs.thread(pid, tid),
+                        self.procfs.thread_schedstat_ns(pid, tid),
+                    ) else {
+                        continue;
+                    };
+                    live_min += t.minflt;
+                    live_maj += t.majflt;
+                    live_oncpu += ns;
+                    live_accounted += accounted.get(&tid).copied().unwrap_or(0);
                 }
             } else {
                 let status = self.procfs.status(pid).unwrap_or_default();
@@ -313,18 +333,13 @@ impl Collector {
         s.threads = due.fds_threads.then_some(threads);
         s.open_fds = due.fds_threads.then_some(fds);
         s.at_ns = monotonic_ns();
-        match &self.probes {
-            Some(p) => {
-                let c = p.maps.counters(self.slot)?;
-                let inflight: u64 = p
-                    .maps
-                    .cpu_slices()?
-                    .iter()
-                    .filter(|sl| sl.start_ns != 0 && members.binary_search(&sl.tgid).is_ok())
-                    .map(|sl| s.at_ns.saturating_sub(sl.start_ns))
-                    .sum();
+        match (&self.probes, kernel) {
+            (Some(p), Some((c, _))) => {
                 let b = &self.baseline;
-                s.oncpu_ns = b.dead_oncpu_ns + c.oncpu_ns + inflight;
+                // The kernel total holds every thread's sum_exec_runtime as last seen; swap the
+                // live threads' stale values for their current ones.
+                s.oncpu_ns =
+                    (b.dead_oncpu_ns + c.oncpu_ns + live_oncpu).saturating_sub(live_accounted);
                 s.minor_faults = b.dead_minflt + c.exited_minflt + live_min;
                 s.major_faults = b.dead_majflt + c.exited_majflt + live_maj;
                 s.switches_voluntary = b.switches_voluntary + c.switches_voluntary;
@@ -343,7 +358,7 @@ impl Collector {
                     process_exits: c.process_exits,
                 });
             }
-            None => {
+            _ => {
                 self.proc_totals.last.retain(|pid, _| members.contains(pid));
                 let [cpu, min, maj, vol, invol] = self.proc_totals.total;
                 s.oncpu_ns = cpu;

@@ -145,6 +145,10 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
             libc::close(gate[1]);
         }
     };
+    // Join only once the child waits at the gate, so what it does between fork and exec (closing
+    // the pipe's other end) is ours, not the command's: the command's counts then match what
+    // strace sees from the exec on.
+    wait_at_gate(child);
     let mut collector = match Collector::new(procfs, Some(probes), Selector::Pid(child), 0) {
         Ok(c) => c,
         Err(e) => {
@@ -207,6 +211,19 @@ fn peak_rss(collector: &Collector) -> u64 {
         .map(|s| s.vm_hwm_bytes)
         .max();
     rss.max(hwm.unwrap_or(0))
+}
+
+/// Waits (1 s at most) until the child is blocked in read(2) on the gate pipe.
+fn wait_at_gate(child: u32) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        // /proc/PID/syscall: "0 0x<fd> ..." while blocked in read (syscall 0 on x86_64).
+        match std::fs::read_to_string(format!("/proc/{child}/syscall")) {
+            Ok(s) if s.starts_with("0 ") => return,
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Until the child has exec'd, its RSS is a copy-on-write view of ours: do not count it as a peak.

@@ -258,3 +258,149 @@ fn daemon_drops_capabilities_after_attaching() {
     assert_eq!(mask, (1 << 2) | (1 << 19), "{cap_eff}");
     drop(w);
 }
+
+/// A kernel that refuses BPF (here: an unprivileged user without CAP_BPF): `run` says why and
+/// what to do, falls back to /proc with `monitor_ebpf_attached 0`, and `--require-ebpf` refuses.
+#[test]
+fn refused_bpf_falls_back_to_proc_loudly_or_refuses_when_required() {
+    require_root();
+    let unprivileged = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(monitor_bin())
+        .args(args);
+        cmd
+    };
+    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "10"]);
+    let out = unprivileged(&[
+        "run",
+        "--pid",
+        &w.pid().to_string(),
+        "--require-ebpf",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "--require-ebpf must refuse without BPF"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("run as root") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+
+    let port = free_port();
+    let mut child = unprivileged(&[
+        "run",
+        "--pid",
+        &w.pid().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = ureq::get(&url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default();
+        if text.contains("app_up{") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the /proc-only daemon never served metrics"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        metric_value(
+            &text,
+            "monitor_ebpf_attached",
+            &[("program", "sched_switch")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(metric_value(&text, "app_up", &[]), Some(1.0));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("eBPF IS NOT AVAILABLE") && err.contains("falling back to /proc only"),
+        "{err}"
+    );
+    w.go();
+    w.finish();
+}
+
+/// A thread that never blocks is counted while it runs, not only when it is switched out:
+/// `stat --pid` over one second of a busy process reports about one second.
+#[test]
+fn running_slices_are_included() {
+    require_root();
+    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "4000"]);
+    let pid = w.pid();
+    let schedstat = || -> f64 {
+        let task = format!("/proc/{pid}/task");
+        std::fs::read_dir(task)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path().join("schedstat");
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+            })
+            .sum::<f64>()
+            / 1e9
+    };
+    // Start the spin, let it run, then profile one second of it.
+    let handle = std::thread::spawn(move || {
+        let report = w.go();
+        (w, report)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, t0) = (schedstat(), std::time::Instant::now());
+    let out = Command::new(monitor_bin())
+        .args([
+            "stat",
+            "--json",
+            "--duration",
+            "1",
+            "--pid",
+            &pid.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let (after, elapsed) = (schedstat(), t0.elapsed().as_secs_f64());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = report["oncpu_seconds"].as_f64().unwrap();
+    let window = report["wall_seconds"].as_f64().unwrap();
+    // The kernel's window brackets ours. Outside ours (the profiler starting and stopping) the one
+    // spinning thread can have run at most that long: so ours is within these bounds, and a
+    // running slice left out would break the lower one.
+    let truth = after - before;
+    let outside = elapsed - window;
+    assert!(
+        ours <= truth + 0.002 && ours >= truth - outside - 0.02,
+        "stat --pid: {ours} s in a {window} s window; schedstat {truth} s over {elapsed} s"
+    );
+    let (w, _) = handle.join().unwrap();
+    w.finish();
+}

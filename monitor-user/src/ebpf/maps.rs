@@ -5,8 +5,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
 use monitor_common::{
-    CpuSlice, MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats,
-    maps as names,
+    MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats, maps as names,
 };
 
 pub struct KernelMaps {
@@ -14,7 +13,6 @@ pub struct KernelMaps {
     counters: PerCpuArray<MapData, TargetCounters>,
     syscalls: PerCpuArray<MapData, SyscallStat>,
     fd_open_errors: PerCpuArray<MapData, u64>,
-    cpu_slices: PerCpuArray<MapData, CpuSlice>,
     process_stats: PerCpuHashMap<MapData, u32, ProcessStats>,
     thread_stats: HashMap<MapData, u32, ThreadStats>,
 }
@@ -36,7 +34,6 @@ impl KernelMaps {
             counters: take(ebpf, names::TARGET_COUNTERS)?,
             syscalls: take(ebpf, names::SYSCALLS)?,
             fd_open_errors: take(ebpf, names::FD_OPEN_ERRORS)?,
-            cpu_slices: take(ebpf, names::CPU_SLICES)?,
             process_stats: take(ebpf, names::PROCESS_STATS)?,
             thread_stats: take(ebpf, names::THREAD_STATS)?,
         })
@@ -112,15 +109,6 @@ impl KernelMaps {
             }
         }
         Ok(out)
-    }
-
-    /// What runs on each CPU right now and since when.
-    pub fn cpu_slices(&self) -> anyhow::Result<Vec<CpuSlice>> {
-        Ok(self
-            .cpu_slices
-            .get(&0, 0)
-            .context("reading CPU slices")?
-            .to_vec())
     }
 
     /// Per-thread scheduler totals of target threads (exited ones until they are forgotten).

@@ -133,13 +133,22 @@ fn attach(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> anyhow::Result<()> {
 /// Turns the common load failures into what to do about them.
 fn explain_load_error(e: &aya::EbpfError) -> String {
     let text = format!("{e:#}");
-    let errno = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error);
-    if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES))
-        || text.contains("Operation not permitted")
-    {
-        "loading eBPF programs was refused: run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE), and check that kernel.unprivileged_bpf_disabled or a security module is not blocking bpf()".into()
+    // The errno sits a few sources deep (EbpfError -> MapError/ProgramError -> io::Error).
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut errno = None;
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            errno = io.raw_os_error();
+        }
+        source = err.source();
+    }
+    let effective = caps::read(None, caps::CapSet::Effective).unwrap_or_default();
+    let privileged = effective.contains(&caps::Capability::CAP_SYS_ADMIN)
+        || effective.contains(&caps::Capability::CAP_BPF);
+    if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES)) || !privileged {
+        format!(
+            "the kernel refused to create BPF maps or programs ({text}): run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE), and check that no security module blocks bpf()"
+        )
     } else {
         format!(
             "loading the kernel object failed ({text}); run `monitor check` to see what this host supports, or use --no-ebpf for /proc-only monitoring"
