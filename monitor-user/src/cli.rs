@@ -25,6 +25,42 @@ pub enum Command {
     Stat(StatArgs),
     /// Report what this host supports (kernel, BTF, tracefs, capabilities, each program's attach).
     Check,
+    /// Validate a configuration file without running: every error names the file, line and key.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Alert rules: export them for central evaluation.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Print the event log (CPU spikes with their context, alert notifications) of a running daemon.
+    Events {
+        /// Where the daemon serves HTTP.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: SocketAddr,
+        /// Print the raw JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the alerts of a JSON file through the configured notifiers and wait until they are
+    /// delivered (exit 0) or the timeout passes (exit 2). For the integration tests.
+    #[command(hide = true)]
+    NotifyTest(NotifyTestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Write the rules (built-in and from --config) as Prometheus alerting rules (YAML).
+    Export {
+        /// Prometheus format (the only one).
+        #[arg(long, required = true)]
+        prometheus: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The `target` label the rules select.
+        #[arg(long, default_value = "app")]
+        target: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -77,4 +113,20 @@ pub struct StatArgs {
     /// The command to launch and profile with its children, after `--`.
     #[arg(last = true, required_unless_present = "pid")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// TOML config file: its `[notify]` table and `[[notifier]]` array are used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Outbox directory (one queue subdirectory per notifier).
+    #[arg(long)]
+    pub outbox: PathBuf,
+    /// A JSON alert, or an array of them (the `Alert` serde shape).
+    #[arg(long)]
+    pub alert_json: PathBuf,
+    /// How long to wait for delivery, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }

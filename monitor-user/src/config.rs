@@ -1,10 +1,22 @@
 //! The TOML configuration (`--config FILE`). Every field has a default, so a missing file at the
 //! default path means defaults; an explicit path that is missing or wrong is an error that names
 //! the file, line and key.
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use serde::Deserialize;
+
+use crate::{
+    alerts::{
+        rules::{Rule, parse_rules, with_defaults},
+        spike::SpikeConfig,
+    },
+    notify::{NotifierConfig, NotifyOptions},
+};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -13,6 +25,47 @@ pub struct Config {
     pub listen: SocketAddr,
     pub cadence: Cadence,
     pub window: WindowConfig,
+    pub alerting: AlertingConfig,
+    /// Delivery options shared by every notifier (retries, timeouts).
+    pub notify: NotifyOptions,
+    /// `[[notifier]]`: where alert notifications go (a log channel is always on).
+    #[serde(rename = "notifier")]
+    pub notifiers: Vec<NotifierConfig>,
+    /// `[[rule]]` as written; checked by alerts::rules::parse_rules, which names lines and keys.
+    #[serde(rename = "rule")]
+    rule_tables: Vec<toml::Value>,
+    /// The built-in rules with the user's added (or replacing them by name).
+    #[serde(skip)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Where alert state and the notification outbox are kept across restarts.
+    pub state_dir: PathBuf,
+    /// How often a still-firing alert is sent again (Alertmanager expects re-sends).
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// How long a firing alert's value must stay clear before it resolves (no flapping).
+    #[serde(with = "humantime_serde")]
+    pub min_firing: Duration,
+    /// CPU spike detection.
+    pub spike: SpikeConfig,
+    /// Events kept for /api/events.
+    pub events_kept: usize,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/monitor"),
+            repeat_interval: Duration::from_secs(240),
+            min_firing: Duration::from_secs(60),
+            spike: SpikeConfig::default(),
+            events_kept: 1000,
+        }
+    }
 }
 
 /// How often each group of readings is taken (the seed's 5 s / 10 s / 30 s by default).
@@ -45,6 +98,11 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
             cadence: Cadence::default(),
             window: WindowConfig::default(),
+            alerting: AlertingConfig::default(),
+            notify: NotifyOptions::default(),
+            notifiers: Vec::new(),
+            rule_tables: Vec::new(),
+            rules: with_defaults(Vec::new()),
         }
     }
 }
@@ -72,13 +130,30 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+        Self::parse_file(&text, path)
     }
 
+    #[cfg(test)]
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Self::parse_file(text, Path::new("<config>"))
+    }
+
+    pub fn parse_file(text: &str, path: &Path) -> anyhow::Result<Self> {
         // toml's message carries the line, column and key.
-        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        config.validate()?;
+        let mut config: Self = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("in config file {}", path.display()))?;
+        // Rule errors name the file, line and key themselves.
+        config.rules = with_defaults(parse_rules(text, path)?);
+        crate::notify::parse_notify_settings(text).with_context(|| {
+            format!(
+                "in config file {}, [notify] or [[notifier]]",
+                path.display()
+            )
+        })?;
+        config
+            .validate()
+            .with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 

@@ -11,14 +11,17 @@ use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use crate::{
+    alerting::Alerting,
     cli::RunArgs,
     collector::{Collector, Due, Selector},
     config::Config,
     ebpf::probes::Probes,
+    events::EventLog,
     exporter::Exporter,
     http,
     limits::{LimitSource, Limits, effective_limits},
     model::Model,
+    notify::{Notifier, NotifierConfig},
     privileges,
     procfs::ProcFs,
 };
@@ -64,6 +67,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = http::bind(listen).await?;
+        let instance = format!("{}:{}", hostname(), listen.port());
+        let mut channels = config.notifiers.clone();
+        if !channels
+            .iter()
+            .any(|c| matches!(c, NotifierConfig::Log { .. }))
+        {
+            // Every transition is logged, whatever else is configured.
+            channels.push(NotifierConfig::Log { name: None });
+        }
+        let outbox = config.alerting.state_dir.join("outbox");
+        let notifier = Arc::new(
+            Notifier::start(
+                channels,
+                config.notify.clone(),
+                outbox,
+                instance.clone(),
+                Some(exporter.registry()),
+            )
+            .await
+            .context("starting the notifiers")?,
+        );
+        let events = EventLog::new(config.alerting.events_kept);
+        let alerting = Alerting::new(&config, &name, &instance, events.clone(), notifier.clone());
         match privileges::drop_unneeded() {
             Ok(kept) => info!(?kept, "dropped capabilities not needed after attaching"),
             Err(e) => warn!("could not drop capabilities: {e}"),
@@ -75,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let config = config.clone();
             std::thread::Builder::new()
                 .name("sampler".into())
-                .spawn(move || sample_loop(collector, &exporter, &config, &stop_rx))
+                .spawn(move || sample_loop(collector, &exporter, &config, alerting, &stop_rx))
                 .context("starting the sampler thread")?
         };
         let logs = async move {
@@ -84,13 +110,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 None => std::future::pending().await,
             }
         };
+        let state = http::AppState { exporter, events };
         let outcome = tokio::select! {
-            r = http::serve(listener, exporter) => r,
+            r = http::serve(listener, state) => r,
             r = shutdown_signal() => r,
             () = logs => Ok(()),
         };
         let _ = stop_tx.send(());
         let _ = sampler.join();
+        // Give queued notifications a moment; what is left stays in the outbox for next time.
+        if let Ok(notifier) = Arc::try_unwrap(notifier) {
+            if let Err(e) = notifier.drain(std::time::Duration::from_secs(2)).await {
+                warn!("{e:#}");
+            }
+            notifier.shutdown().await;
+        }
         outcome.map(|()| ExitCode::SUCCESS)
     })
 }
@@ -130,6 +164,7 @@ fn sample_loop(
     mut collector: Collector,
     exporter: &Exporter,
     config: &Config,
+    mut alerting: Alerting,
     stop: &mpsc::Receiver<()>,
 ) {
     let c = &config.cadence;
@@ -177,6 +212,9 @@ fn sample_loop(
                     }
                     model.update(s);
                     exporter.update(&model);
+                    if due_now[1] {
+                        alerting.on_sample(&model, exporter);
+                    }
                 }
                 Err(e) => warn!("sampling failed: {e:#}"),
             }
@@ -191,6 +229,12 @@ fn sample_loop(
             _ => return,
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn limits_of(collector: &Collector) -> Limits {

@@ -47,6 +47,8 @@ pub struct Exporter {
     syscall_seconds: CounterVec,
     syscall_latency_lost: IntCounterVec,
     ebpf_attached: IntGaugeVec,
+    cpu_spikes: IntCounterVec,
+    alerts_firing: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -245,6 +247,18 @@ impl Exporter {
                 "1 if the kernel program is attached, 0 if it failed or eBPF is off",
                 &["program"]
             ),
+            cpu_spikes: reg!(
+                IntCounterVec,
+                "app_cpu_spikes_total",
+                "CPU spikes detected (above the static threshold or far above the recent baseline); context at /api/events",
+                t
+            ),
+            alerts_firing: reg!(
+                IntGaugeVec,
+                "monitor_alerts_firing",
+                "1 for each alert that is firing now",
+                &["alertname", "severity"]
+            ),
             registry,
             target: target.to_owned(),
         };
@@ -368,6 +382,24 @@ impl Exporter {
             &self.syscall_latency_lost.with_label_values(&[t]),
             k.syscall_latency_lost,
         );
+    }
+
+    pub fn count_spike(&self) {
+        self.cpu_spikes.with_label_values(&[&self.target]).inc();
+    }
+
+    /// Sets the firing alerts (and only them) to 1.
+    pub fn set_firing(&self, firing: &[(String, crate::alerts::Severity)]) {
+        self.alerts_firing.reset();
+        for (name, severity) in firing {
+            self.alerts_firing
+                .with_label_values(&[name, severity.as_str()])
+                .set(1);
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition format.

@@ -2,9 +2,15 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
 
-use crate::exporter::Exporter;
+use crate::{events::EventLog, exporter::Exporter};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub exporter: Arc<Exporter>,
+    pub events: EventLog,
+}
 
 pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
@@ -14,24 +20,27 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
         })
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    exporter: Arc<Exporter>,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/events", get(events))
         .route("/", get(index))
-        .with_state(exporter);
+        .with_state(state);
     axum::serve(listener, app).await.context("serving HTTP")
 }
 
-async fn metrics(State(exporter): State<Arc<Exporter>>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        exporter.render(),
+        state.exporter.render(),
     )
 }
 
+/// CPU spikes with their context and alert notifications, oldest first.
+async fn events(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    Json(state.events.snapshot())
+}
+
 async fn index() -> &'static str {
-    "monitor: metrics at /metrics\n"
+    "monitor: metrics at /metrics, events at /api/events\n"
 }

@@ -1,5 +1,16 @@
 //! Rates and windows computed from consecutive samples.
-use crate::{limits::Limits, sample::Sample, window::Window};
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    alerts::{engine::Snapshot, spike::Interval},
+    limits::Limits,
+    sample::Sample,
+    syscall_names::syscall_name,
+    window::Window,
+};
 
 const NS_PER_SEC: f64 = 1e9;
 pub const MIB: f64 = 1024.0 * 1024.0;
@@ -13,6 +24,26 @@ pub struct Model {
     pub cpu_avg_1m: Window,
     pub memory_peak: Window,
     pub memory_avg_1m: Window,
+    /// Event rates over the last CPU/memory interval.
+    pub rates: Option<Rates>,
+}
+
+/// Per-second rates between two samples.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rates {
+    pub faults: f64,
+    pub switches: f64,
+    /// Kernel-side rates; None in /proc-only mode.
+    pub kernel: Option<KernelRates>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelRates {
+    pub syscalls: f64,
+    pub fd_opens: f64,
+    pub fd_open_errors: f64,
+    /// syscall name -> (calls per second, seconds inside the call per second)
+    pub per_syscall: BTreeMap<String, (f64, f64)>,
 }
 
 impl Model {
@@ -25,12 +56,14 @@ impl Model {
             cpu_avg_1m: Window::new(60_000_000_000),
             memory_peak: Window::new(peak_span_ns),
             memory_avg_1m: Window::new(60_000_000_000),
+            rates: None,
         }
     }
 
     pub fn update(&mut self, mut sample: Sample) {
         if let Some(prev) = &self.latest {
             self.cpu_percent = cpu_percent(prev, &sample, self.limits.cpus);
+            self.rates = rates(prev, &sample);
             sample.vms_bytes = sample.vms_bytes.or(prev.vms_bytes);
             sample.open_fds = sample.open_fds.or(prev.open_fds);
             sample.threads = sample.threads.or(prev.threads);
@@ -47,6 +80,54 @@ impl Model {
         self.latest = Some(sample);
     }
 
+    /// The series rules watch (alerts::rules::METRICS), for the newest sample. Empty while the
+    /// target is down: rules hold their state rather than see zeros.
+    pub fn snapshot(&self, at: SystemTime) -> Snapshot {
+        let mut values = BTreeMap::new();
+        if let Some(s) = self.latest.as_ref().filter(|s| s.up) {
+            let mut put = |k: &'static str, v: Option<f64>| {
+                if let Some(v) = v {
+                    values.insert(k, v);
+                }
+            };
+            put("cpu_percent", self.cpu_percent);
+            put("cpu_avg_1m", self.cpu_avg_1m.mean());
+            put("memory_percent", self.memory_percent());
+            put("rss_mb", Some(s.rss_bytes as f64 / MIB));
+            put("vms_mb", s.vms_bytes.map(|b| b as f64 / MIB));
+            put("open_fds", s.open_fds.map(|v| v as f64));
+            put("threads", s.threads.map(|v| v as f64));
+            put("processes", Some(s.processes as f64));
+            if let Some(r) = &self.rates {
+                put("fault_rate", Some(r.faults));
+                put("context_switch_rate", Some(r.switches));
+                if let Some(k) = &r.kernel {
+                    put("syscall_rate", Some(k.syscalls));
+                    put("fd_open_rate", Some(k.fd_opens));
+                    put("fd_open_error_rate", Some(k.fd_open_errors));
+                }
+            }
+        }
+        Snapshot { at, values }
+    }
+
+    /// The last interval, for CPU spike detection.
+    pub fn interval(&self, at: SystemTime) -> Option<Interval> {
+        let cpu = self.cpu_percent?;
+        let r = self.rates.as_ref()?;
+        let k = r.kernel.clone().unwrap_or_default();
+        Some(Interval {
+            at_unix_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            cpu_percent: cpu,
+            syscalls: k.per_syscall,
+            faults_per_sec: r.faults,
+            fd_opens_per_sec: k.fd_opens,
+            switches_per_sec: r.switches,
+        })
+    }
+
     pub fn memory_percent(&self) -> Option<f64> {
         let s = self.latest.as_ref()?;
         (self.limits.memory_bytes > 0)
@@ -60,6 +141,52 @@ pub fn cpu_percent(prev: &Sample, cur: &Sample, cpus: f64) -> Option<f64> {
     let wall = cur.at_ns.checked_sub(prev.at_ns).filter(|&d| d > 0)?;
     let busy = cur.oncpu_ns.checked_sub(prev.oncpu_ns)?;
     Some(100.0 * busy as f64 / (wall as f64 * cpus.max(f64::MIN_POSITIVE)))
+}
+
+/// Per-second rates between two samples; None when time did not advance.
+pub fn rates(prev: &Sample, cur: &Sample) -> Option<Rates> {
+    let secs = cur.at_ns.checked_sub(prev.at_ns).filter(|&d| d > 0)? as f64 / NS_PER_SEC;
+    let per_sec = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+    let kernel = match (&prev.kernel, &cur.kernel) {
+        (Some(p), Some(c)) => {
+            let before: BTreeMap<u32, (u64, u64)> = p
+                .syscalls
+                .iter()
+                .map(|(nr, s)| (*nr, (s.count, s.total_ns)))
+                .collect();
+            let mut per_syscall = BTreeMap::new();
+            let mut total = 0.0;
+            for (nr, s) in &c.syscalls {
+                let (c0, t0) = before.get(nr).copied().unwrap_or_default();
+                let calls = per_sec(c0, s.count);
+                if calls > 0.0 {
+                    total += calls;
+                    per_syscall.insert(
+                        syscall_name(*nr).into_owned(),
+                        (calls, per_sec(t0, s.total_ns) / NS_PER_SEC),
+                    );
+                }
+            }
+            Some(KernelRates {
+                syscalls: total,
+                fd_opens: per_sec(p.fd_opens, c.fd_opens),
+                fd_open_errors: per_sec(p.fd_open_errors, c.fd_open_errors),
+                per_syscall,
+            })
+        }
+        _ => None,
+    };
+    Some(Rates {
+        faults: per_sec(
+            prev.minor_faults + prev.major_faults,
+            cur.minor_faults + cur.major_faults,
+        ),
+        switches: per_sec(
+            prev.switches_voluntary + prev.switches_involuntary,
+            cur.switches_voluntary + cur.switches_involuntary,
+        ),
+        kernel,
+    })
 }
 
 /// Seconds from nanoseconds, for `_seconds` series.

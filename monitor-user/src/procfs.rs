@@ -780,10 +780,25 @@ mod tests {
         assert!(procfs.status(pid).unwrap().vm_hwm_bytes > 0);
         assert!(procfs.open_fds(pid).unwrap() >= 1);
         assert!(procfs.mem_total_bytes().unwrap() > 0);
-        // This thread is running while it reads its own stat file, and has faulted: a fresh
-        // megabyte written here is new pages.
-        let touched = std::hint::black_box(vec![1u8; 1 << 20]);
-        assert_eq!(touched[12345], 1);
+        // This thread is running while it reads its own stat file, and has faulted: pages of a
+        // fresh anonymous mapping (not recycled heap) fault on first write.
+        let len = 16 * 4096;
+        // SAFETY: a new private anonymous mapping, written within its length, then unmapped.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            for off in (0..len).step_by(4096) {
+                p.cast::<u8>().add(off).write_volatile(1);
+            }
+            libc::munmap(p, len);
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let me = procfs.thread(pid, tid).unwrap();

@@ -299,7 +299,7 @@ fn refused_bpf_falls_back_to_proc_loudly_or_refuses_when_required() {
     );
 
     let port = free_port();
-    let mut child = unprivileged(&[
+    let child = unprivileged(&[
         "run",
         "--pid",
         &w.pid().to_string(),

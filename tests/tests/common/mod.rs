@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::{io::Read as _, sync::mpsc};
+
 use serde_json::Value;
 
 fn bin(var: &str, name: &str) -> PathBuf {
@@ -157,8 +159,14 @@ pub const FAST_CONFIG: &str = "[cadence]\ncpu_memory = \"300ms\"\nvms = \"300ms\
 
 impl Daemon {
     pub fn start(target: &[&str], extra: &[&str]) -> Self {
+        Self::start_with(target, extra, "")
+    }
+
+    /// With `more_config` (TOML tables) after the fast cadences.
+    pub fn start_with(target: &[&str], extra: &[&str], more_config: &str) -> Self {
         let mut config = tempfile::NamedTempFile::new().unwrap();
         config.write_all(FAST_CONFIG.as_bytes()).unwrap();
+        config.write_all(more_config.as_bytes()).unwrap();
         let port = free_port();
         let child = Command::new(monitor_bin())
             .arg("run")
@@ -249,4 +257,139 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             _ => None,
         }
     })
+}
+
+/// Debian's prometheus-alertmanager on loopback, with its own storage and no clustering.
+pub struct Alertmanager {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(port, dir)
+    }
+
+    pub fn start_in(port: u16, dir: tempfile::TempDir) -> Self {
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let child = Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // Empty: no cluster (gossip) listener, which would also want a port.
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus-alertmanager is installed by `cargo xtask setup --test-deps`");
+        let am = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while ureq::get(&am.url("/-/ready")).call().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager on port {port} not ready; its log:\n{}",
+                am.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        am
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("alertmanager.log")).unwrap_or_default()
+    }
+
+    pub fn alerts(&self) -> Vec<Value> {
+        let text = ureq::get(&self.url("/api/v2/alerts"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn alert_named(&self, name: &str) -> Option<Value> {
+        self.alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == name)
+    }
+
+    /// Stops it, keeping its storage directory for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A one-request-per-connection HTTP receiver: hands (request head, body) to the test.
+pub fn http_receiver() -> (u16, mpsc::Receiver<(String, Value)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+                let end = line == "\r\n";
+                head.push_str(&line);
+                if end {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
 }

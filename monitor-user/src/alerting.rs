@@ -1,0 +1,163 @@
+//! The daemon's alerting step, run after each CPU/memory sample: spike detection, rule
+//! evaluation, notifications, the event log, and alert state that survives restarts.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    alerts::{
+        Alert,
+        engine::{Engine, EngineOptions, EngineState},
+        spike::{SpikeDetector, SpikeEvent},
+    },
+    config::Config,
+    events::EventLog,
+    exporter::Exporter,
+    model::Model,
+    notify::Notifier,
+};
+
+/// How long a spike's context is attached to CPU alerts that fire after it.
+const SPIKE_CONTEXT_SECS: u64 = 300;
+
+pub struct Alerting {
+    engine: Engine,
+    spikes: SpikeDetector,
+    last_spike: Option<(SystemTime, SpikeEvent)>,
+    events: EventLog,
+    notifier: Arc<Notifier>,
+    state_path: PathBuf,
+}
+
+impl Alerting {
+    pub fn new(
+        config: &Config,
+        target: &str,
+        instance: &str,
+        events: EventLog,
+        notifier: Arc<Notifier>,
+    ) -> Self {
+        let options = EngineOptions {
+            repeat_interval: config.alerting.repeat_interval,
+            min_firing: config.alerting.min_firing,
+            target: target.to_owned(),
+            instance: instance.to_owned(),
+        };
+        let mut engine = Engine::new(config.rules.clone(), options);
+        let state_path = config
+            .alerting
+            .state_dir
+            .join(format!("alerts-{}.json", file_safe(target)));
+        match load_state(&state_path) {
+            Ok(Some(state)) => {
+                engine.restore(state);
+                info!(path = %state_path.display(), firing = engine.firing().len(), "restored alert state");
+            }
+            Ok(None) => {}
+            Err(e) => warn!("ignoring alert state {}: {e:#}", state_path.display()),
+        }
+        Self {
+            engine,
+            spikes: SpikeDetector::new(config.alerting.spike.clone()),
+            last_spike: None,
+            events,
+            notifier,
+            state_path,
+        }
+    }
+
+    /// Runs after the model took a CPU/memory sample.
+    pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
+        let now = SystemTime::now();
+        if let Some(interval) = model.interval(now)
+            && let Some(spike) = self.spikes.observe(interval)
+        {
+            info!(summary = %spike.summary(), "CPU spike");
+            exporter.count_spike();
+            self.events
+                .push(serde_json::to_value(&spike).unwrap_or_default());
+            self.last_spike = Some((now, spike));
+        }
+        let spike_context = self
+            .last_spike
+            .as_ref()
+            .filter(|(at, _)| {
+                now.duration_since(*at)
+                    .is_ok_and(|d| d.as_secs() <= SPIKE_CONTEXT_SECS)
+            })
+            .map(|(_, s)| s.clone());
+        let alerts = self.engine.evaluate_with(&model.snapshot(now), |rule| {
+            let mut extra = BTreeMap::new();
+            if let Some(spike) = spike_context
+                .as_ref()
+                .filter(|_| rule.metric.starts_with("cpu"))
+            {
+                extra.insert("spike_context".into(), spike.summary());
+                if let Ok(json) = serde_json::to_string(&spike.top_syscalls_by_calls) {
+                    extra.insert("spike_top_syscalls".into(), json);
+                }
+            }
+            extra
+        });
+        exporter.set_firing(&self.engine.firing());
+        if alerts.is_empty() {
+            return;
+        }
+        for alert in &alerts {
+            self.events.push(alert_event(alert));
+        }
+        self.notifier.send(alerts);
+        if let Err(e) = save_state(&self.state_path, &self.engine.state()) {
+            warn!(
+                "saving alert state to {}: {e:#} (alerts keep working; a restart would forget them)",
+                self.state_path.display()
+            );
+        }
+    }
+}
+
+fn alert_event(alert: &Alert) -> serde_json::Value {
+    let mut v = serde_json::to_value(alert).unwrap_or_default();
+    v["kind"] = "alert".into();
+    v["at_unix_ms"] = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .into();
+    v
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
+fn save_state(path: &Path, state: &EngineState) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(state)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Notifier configuration: the `[[notifier]]` array and the `[notify]` table of the daemon's TOML
+//! config file.
+//!
+//! ```toml
+//! [notify]                 # optional: delivery options shared by every notifier
+//! retry_initial = "1s"     # first retry delay; doubles after each failure...
+//! retry_max = "60s"        # ...up to this cap
+//! max_age = "24h"          # a notification still undelivered after this is dropped (error log)
+//! timeout = "10s"          # one HTTP request or SMTP session
+//! external_url = "http://monitor.example:8001"   # generatorURL / externalURL (default http://INSTANCE)
+//!
+//! [[notifier]]
+//! kind = "alertmanager"
+//! url = "http://127.0.0.1:9093"
+//!
+//! [[notifier]]
+//! kind = "webhook"
+//! url = "http://127.0.0.1:8080/hook"
+//!
+//! [[notifier]]
+//! kind = "email"
+//! smtp = "mail.example:587"
+//! from = "monitor@example"
+//! to = ["oncall@example"]
+//! starttls = true
+//! username = "monitor"
+//! password_file = "/etc/monitor/smtp-password"
+//!
+//! [[notifier]]
+//! kind = "log"
+//! ```
+//!
+//! Every notifier also takes an optional `name` (its outbox queue directory and the `channel`
+//! label of the metrics); the default is the kind, suffixed `-2`, `-3`... for repeats.
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// toml's message carries the line, column and key.
+    #[error("notifier configuration: {0}")]
+    Toml(String),
+    #[error("notifier {name}: url {url:?} is not an absolute http:// or https:// URL")]
+    BadUrl { name: String, url: String },
+    #[error(
+        "notifier name {0:?} is used twice (each notifier needs its own name: it names its outbox queue)"
+    )]
+    DuplicateName(String),
+    #[error(
+        "notifier name {0:?} may only contain letters, digits, '-', '_' and '.' (it names a directory)"
+    )]
+    BadName(String),
+    #[error("[notify] {0}")]
+    Options(String),
+}
+
+/// One notification channel (`[[notifier]]` entry), selected by its `kind` key.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NotifierConfig {
+    /// Prometheus Alertmanager, API v2: `POST {url}/api/v2/alerts`.
+    Alertmanager {
+        /// Base URL, e.g. `http://127.0.0.1:9093` (no `/api/v2/alerts`).
+        url: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Any HTTP receiver of Alertmanager's webhook body (chat bridges and the like).
+    Webhook {
+        url: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// One email per alert over SMTP.
+    Email {
+        /// `host:port` (port defaults to 25, or 587 with `starttls`, 465 with `tls`).
+        smtp: String,
+        from: String,
+        to: Vec<String>,
+        /// Upgrade with STARTTLS and refuse to send without it.
+        #[serde(default)]
+        starttls: bool,
+        /// Implicit TLS from the first byte (SMTPS).
+        #[serde(default)]
+        tls: bool,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        /// Read the password from this file (trailing newline stripped), so the config file
+        /// itself can stay world-readable.
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Every notification as a structured `tracing` event.
+    Log {
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+impl NotifierConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Alertmanager { .. } => "alertmanager",
+            Self::Webhook { .. } => "webhook",
+            Self::Email { .. } => "email",
+            Self::Log { .. } => "log",
+        }
+    }
+
+    fn explicit_name(&self) -> Option<&str> {
+        match self {
+            Self::Alertmanager { name, .. }
+            | Self::Webhook { name, .. }
+            | Self::Email { name, .. }
+            | Self::Log { name } => name.as_deref(),
+        }
+    }
+}
+
+/// Delivery options shared by every notifier (`[notify]` table).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyOptions {
+    /// Delay before the first retry; it doubles after each failed attempt...
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// ...up to this cap.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Notifications still undelivered this long after they were queued are dropped with an
+    /// error: a day-old "firing" is noise, and a dead receiver must not grow the outbox forever.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Bound on one HTTP request or SMTP session.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `generatorURL` of each alert and the webhook's `externalURL`; default `http://INSTANCE`.
+    pub external_url: Option<String>,
+}
+
+impl Default for NotifyOptions {
+    fn default() -> Self {
+        Self {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            max_age: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            external_url: None,
+        }
+    }
+}
+
+impl NotifyOptions {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: String| Err(ConfigError::Options(what));
+        if self.retry_initial < Duration::from_millis(10) {
+            return bad(format!(
+                "retry_initial = {:?} is below the 10ms minimum",
+                self.retry_initial
+            ));
+        }
+        if self.retry_max < self.retry_initial {
+            return bad(format!(
+                "retry_max ({:?}) is shorter than retry_initial ({:?})",
+                self.retry_max, self.retry_initial
+            ));
+        }
+        if self.timeout < Duration::from_millis(10) {
+            return bad(format!(
+                "timeout = {:?} is below the 10ms minimum",
+                self.timeout
+            ));
+        }
+        if self.max_age.is_zero() {
+            return bad("max_age must be positive".into());
+        }
+        if let Some(url) = &self.external_url
+            && !is_http_url(url)
+        {
+            return bad(format!(
+                "external_url {url:?} is not an absolute http:// or https:// URL"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The notifier part of a config file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct NotifySettings {
+    #[serde(default)]
+    pub notify: NotifyOptions,
+    #[serde(default, rename = "notifier")]
+    pub notifiers: Vec<NotifierConfig>,
+}
+
+/// Reads `[notify]` and `[[notifier]]` from a whole config file's text; other keys are left to
+/// the daemon's own parser (unknown keys *inside* these are errors).
+pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> {
+    let settings: NotifySettings =
+        toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+    settings.notify.validate()?;
+    channel_names(&settings.notifiers)?;
+    Ok(settings)
+}
+
+/// Only the `[[notifier]]` array of a whole config file's text (`[notify]` is validated too).
+#[allow(
+    dead_code,
+    reason = "the daemon's choice: this, parse_notify_settings, or the types in its own Config"
+)]
+pub fn parse_notifiers(text: &str) -> Result<Vec<NotifierConfig>, ConfigError> {
+    parse_notify_settings(text).map(|s| s.notifiers)
+}
+
+/// Each notifier's name, in order: explicit, or its kind (`-2`, `-3`... for repeats). Names are
+/// directory names and metric labels, so they are checked here.
+pub fn channel_names(configs: &[NotifierConfig]) -> Result<Vec<String>, ConfigError> {
+    let mut names: Vec<String> = Vec::with_capacity(configs.len());
+    let mut seen_kind = std::collections::HashMap::<&str, usize>::new();
+    for config in configs {
+        let n = seen_kind.entry(config.kind()).or_default();
+        *n += 1;
+        let name = match config.explicit_name() {
+            Some(name) => name.to_string(),
+            None if *n == 1 => config.kind().to_string(),
+            None => format!("{}-{n}", config.kind()),
+        };
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(ConfigError::BadName(name));
+        }
+        if names.contains(&name) {
+            return Err(ConfigError::DuplicateName(name));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && url.parse::<ureq::http::Uri>().is_ok()
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_deserializes() {
+        let text = "listen = \"127.0.0.1:8001\"\n[cadence]\nvms = \"1s\"\n\n\
+                    [[notifier]]\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n";
+        let n = parse_notifiers(text).unwrap();
+        assert_eq!(
+            n,
+            vec![NotifierConfig::Alertmanager {
+                url: "http://127.0.0.1:9093".into(),
+                name: None
+            }]
+        );
+    }
+
+    #[test]
+    fn every_kind_and_the_options() {
+        let text = r#"
+[notify]
+retry_initial = "200ms"
+retry_max = "5s"
+max_age = "1h"
+
+[[notifier]]
+kind = "webhook"
+url = "http://127.0.0.1:8080/hook"
+
+[[notifier]]
+kind = "webhook"
+url = "http://127.0.0.1:8081/hook"
+
+[[notifier]]
+kind = "email"
+smtp = "127.0.0.1:2525"
+from = "monitor@localhost"
+to = ["a@localhost", "b@localhost"]
+
+[[notifier]]
+kind = "log"
+name = "journal"
+"#;
+        let s = parse_notify_settings(text).unwrap();
+        assert_eq!(s.notify.retry_initial, Duration::from_millis(200));
+        assert_eq!(s.notify.max_age, Duration::from_secs(3600));
+        assert_eq!(s.notify.timeout, Duration::from_secs(10));
+        assert_eq!(
+            channel_names(&s.notifiers).unwrap(),
+            ["webhook", "webhook-2", "email", "journal"]
+        );
+        assert!(
+            matches!(&s.notifiers[2], NotifierConfig::Email { to, starttls: false, .. } if to.len() == 2)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_kinds_are_errors() {
+        let e = parse_notifiers(
+            "[[notifier]]\nkind = \"alertmanager\"\nurl = \"http://x\"\nurll = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("urll") && e.contains("line"), "{e}");
+        let e = parse_notifiers("[[notifier]]\nkind = \"pager\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pager"), "{e}");
+        let e = parse_notifiers("[notify]\nretry = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retry"), "{e}");
+        let e = parse_notifiers(
+            "[[notifier]]\nkind = \"log\"\n[[notifier]]\nkind = \"log\"\nname = \"log\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"log\" is used twice"), "{e}");
+        let e = parse_notifiers("[[notifier]]\nkind = \"log\"\nname = \"../x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("../x"), "{e}");
+        let e = parse_notifiers("[notify]\nretry_initial = \"2m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retry_max"), "{e}");
+    }
+
+    #[test]
+    fn urls() {
+        assert!(is_http_url("http://127.0.0.1:9093"));
+        assert!(is_http_url("https://am.example/base"));
+        assert!(!is_http_url("127.0.0.1:9093"));
+        assert!(!is_http_url("http://"));
+        assert!(!is_http_url("ftp://x"));
+        assert!(!is_http_url("http://exa mple"));
+    }
+}

@@ -1,0 +1,1143 @@
+//! Alert notifiers: log, Alertmanager (API v2), webhook (Alertmanager's webhook body) and email,
+//! behind a persisted outbox so that a receiver that is down, or a daemon restart, loses nothing.
+//!
+//! Data flow: [`Notifier::send`] hands a batch of [`Alert`]s to the outbox writer thread, which
+//! splits it into one entry per delivery unit for each channel (Alertmanager: the batch; webhook:
+//! one per alert name; email: one per alert; log: the batch), appends each entry to the channel's
+//! queue directory (fsync'd) and only then wakes the channel's sender task. The sender delivers
+//! its queue in order, one entry at a time, retrying with exponential backoff until the entry is
+//! delivered, refused for good (dropped, with an error), or older than `max_age` (dropped, with
+//! an error). A delivered entry's file is removed; whatever is still on disk at start is sent.
+//!
+//! When an entry cannot be written (full disk, unwritable directory) the error names the path
+//! and the entry is still delivered from memory: persistence failing must not silence alerts.
+mod alertmanager;
+mod config;
+mod email;
+mod http;
+mod log;
+mod outbox;
+mod webhook;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio::sync::{mpsc, watch};
+
+#[allow(
+    unused_imports,
+    reason = "the daemon's API: parse_notifiers / NotifySettings for reading the config file"
+)]
+pub use config::{
+    ConfigError, NotifierConfig, NotifyOptions, NotifySettings, parse_notifiers,
+    parse_notify_settings,
+};
+
+use crate::alerts::{Alert, AlertStatus};
+use outbox::{Entry, Outbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Email(#[from] email::EmailError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("registering the notifier metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("starting the outbox writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a JSON alert or array of alerts: {source}")]
+    AlertJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{pending} notification(s) still undelivered after {timeout:?}: {detail}")]
+    Timeout {
+        pending: usize,
+        timeout: Duration,
+        detail: String,
+    },
+}
+
+impl NotifyError {
+    /// Resending the same notification cannot succeed (see each channel's rule).
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Http(e) => e.is_permanent(),
+            Self::Email(e) => e.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+/// What every channel says about where alerts come from.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The daemon's identity: the `instance` label of alerts that lack one.
+    pub instance: String,
+    /// `generatorURL` of each alert, `externalURL` of webhook bodies.
+    pub external_url: String,
+}
+
+/// RFC 3339 in UTC with milliseconds, as Alertmanager writes and reads it. Clamped to what the
+/// format can hold, so no alert time can make formatting fail.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let max = UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+    humantime::format_rfc3339_millis(t.clamp(UNIX_EPOCH, max)).to_string()
+}
+
+/// `Alert::all_labels()`, with `instance` filled in when the rule left it out: Alertmanager tells
+/// alerts apart by their labels, and two daemons' alerts must not merge.
+pub(crate) fn labels_with_instance(alert: &Alert, instance: &str) -> BTreeMap<String, String> {
+    let mut labels = alert.all_labels();
+    labels
+        .entry("instance".into())
+        .or_insert_with(|| instance.to_string());
+    labels
+}
+
+/// The alert's annotations plus `value` (unless the rule set one): receivers show annotations,
+/// and the value is what a reader wants first.
+pub(crate) fn annotations_with_value(alert: &Alert) -> BTreeMap<String, String> {
+    let mut annotations = alert.annotations.clone();
+    annotations
+        .entry("value".into())
+        .or_insert_with(|| alert.value.to_string());
+    annotations
+}
+
+/// The delay before retry number `attempt + 1`: `initial`, doubling, capped at `max`.
+pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+    initial.saturating_mul(factor).min(max)
+}
+
+/// The host name (EHLO name, `instance` for notify-test).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+enum Channel {
+    Log,
+    Alertmanager(alertmanager::AlertmanagerChannel),
+    Webhook(webhook::WebhookChannel),
+    Email(email::EmailChannel),
+}
+
+impl Channel {
+    fn build(
+        config: &NotifierConfig,
+        name: &str,
+        client: &http::HttpClient,
+        timeout: Duration,
+    ) -> Result<Self, NotifyError> {
+        let check_url = |url: &str| {
+            if config::is_http_url(url) {
+                Ok(())
+            } else {
+                Err(ConfigError::BadUrl {
+                    name: name.into(),
+                    url: url.into(),
+                })
+            }
+        };
+        Ok(match config {
+            NotifierConfig::Log { .. } => Self::Log,
+            NotifierConfig::Alertmanager { url, .. } => {
+                check_url(url)?;
+                Self::Alertmanager(alertmanager::AlertmanagerChannel::new(url, client.clone()))
+            }
+            NotifierConfig::Webhook { url, .. } => {
+                check_url(url)?;
+                Self::Webhook(webhook::WebhookChannel::new(url, name, client.clone()))
+            }
+            NotifierConfig::Email {
+                smtp,
+                from,
+                to,
+                starttls,
+                tls,
+                username,
+                password,
+                password_file,
+                ..
+            } => Self::Email(email::EmailChannel::new(
+                &email::EmailConfig {
+                    name,
+                    smtp,
+                    from,
+                    to,
+                    starttls: *starttls,
+                    tls: *tls,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                    password_file: password_file.as_deref(),
+                },
+                &hostname(),
+                timeout,
+            )?),
+        })
+    }
+
+    /// Whether its queue is persisted (everything but the log, which cannot fail).
+    fn durable(&self) -> bool {
+        !matches!(self, Self::Log)
+    }
+
+    /// Where it delivers, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::Log => "the log".into(),
+            Self::Alertmanager(c) => format!("alertmanager {}", c.base),
+            Self::Webhook(c) => format!("webhook {}", c.url),
+            Self::Email(c) => format!("smtp server {}", c.server),
+        }
+    }
+
+    /// The delivery units of a batch: each becomes one queue entry, sent or retried as a whole.
+    fn split(&self, alerts: &[Alert]) -> Vec<Vec<Alert>> {
+        match self {
+            Self::Log | Self::Alertmanager(_) => vec![alerts.to_vec()],
+            Self::Webhook(_) => webhook::groups(alerts),
+            Self::Email(_) => alerts.iter().map(|a| vec![a.clone()]).collect(),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        name: &str,
+        alerts: &[Alert],
+        ctx: &Context,
+    ) -> Result<(), NotifyError> {
+        match self {
+            Self::Log => {
+                log::deliver(name, alerts);
+                Ok(())
+            }
+            Self::Alertmanager(c) => Ok(c.deliver(alerts, ctx).await?),
+            Self::Webhook(c) => Ok(c.deliver(alerts, ctx).await?),
+            Self::Email(c) => Ok(c.deliver(alerts, ctx).await?),
+        }
+    }
+}
+
+/// One channel and its queue (the in-memory mirror of its outbox directory).
+struct Queue {
+    name: String,
+    channel: Channel,
+    dir: Option<PathBuf>,
+    pending: Mutex<VecDeque<Entry>>,
+    wake: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves a queue that is still consistent (every
+    // change is a single push or pop), so carry on rather than lose the notifications.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        lock(&self.pending).len()
+    }
+}
+
+struct Metrics {
+    sent: IntCounterVec,
+    failed: IntCounterVec,
+    dropped: IntCounterVec,
+    pending: IntGaugeVec,
+}
+
+impl Metrics {
+    fn new(registry: Option<&Registry>) -> Result<Self, NotifyError> {
+        let counter =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["channel"]);
+        let m = Self {
+            sent: counter(
+                "monitor_notifications_sent_total",
+                "Alerts delivered, by notification channel.",
+            )?,
+            failed: counter(
+                "monitor_notifications_failed_total",
+                "Failed delivery attempts (each retry counts), by notification channel.",
+            )?,
+            dropped: counter(
+                "monitor_notifications_dropped_total",
+                "Queued notifications given up on (refused for good, or older than max_age).",
+            )?,
+            pending: IntGaugeVec::new(
+                Opts::new(
+                    "monitor_outbox_pending",
+                    "Notifications queued and not yet delivered, by notification channel.",
+                ),
+                &["channel"],
+            )?,
+        };
+        if let Some(registry) = registry {
+            registry.register(Box::new(m.sent.clone()))?;
+            registry.register(Box::new(m.failed.clone()))?;
+            registry.register(Box::new(m.dropped.clone()))?;
+            registry.register(Box::new(m.pending.clone()))?;
+        }
+        Ok(m)
+    }
+}
+
+struct Shared {
+    queues: Vec<Arc<Queue>>,
+    ctx: Context,
+    options: NotifyOptions,
+    metrics: Metrics,
+    /// Batches handed to send() and not yet queued by the writer thread.
+    backlog: AtomicUsize,
+}
+
+impl Shared {
+    fn set_pending(&self, q: &Queue, n: usize) {
+        self.metrics
+            .pending
+            .with_label_values(&[&q.name])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Removes the entry (delivered or given up on) from the front of its queue and its file.
+    fn finish(&self, q: &Queue, entry: &Entry) {
+        if let Some(path) = &entry.path
+            && let Err(e) = outbox::remove(path)
+        {
+            tracing::error!(channel = %q.name, "{e}");
+        }
+        let mut pending = lock(&q.pending);
+        if pending.front().is_some_and(|e| e.seq == entry.seq) {
+            pending.pop_front();
+        }
+        let n = pending.len();
+        drop(pending);
+        self.set_pending(q, n);
+    }
+}
+
+/// The running notifiers. Dropping it without [`Notifier::shutdown`] stops the senders too.
+pub struct Notifier {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::UnboundedSender<Vec<Alert>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// Checks the configuration (bad URLs, addresses, duplicate names are errors), loads what the
+    /// outbox holds from earlier runs and starts one sender task per channel. Must be called
+    /// within a tokio runtime. `outbox_dir` gets one subdirectory per channel, named after it;
+    /// problems with it are logged, not fatal (the queues then live in memory). `instance`
+    /// fills the `instance` label of alerts lacking one and the default external URL.
+    pub async fn start(
+        configs: Vec<NotifierConfig>,
+        options: NotifyOptions,
+        outbox_dir: PathBuf,
+        instance: String,
+        registry: Option<&Registry>,
+    ) -> Result<Self, NotifyError> {
+        options.validate()?;
+        let names = config::channel_names(&configs)?;
+        let ctx = Context {
+            external_url: options
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{instance}")),
+            instance,
+        };
+        let client = http::HttpClient::new(options.timeout);
+        let metrics = Metrics::new(registry)?;
+
+        let mut queues = Vec::new();
+        let mut outboxes = Vec::new();
+        for (config, name) in configs.iter().zip(names) {
+            let channel = Channel::build(config, &name, &client, options.timeout)?;
+            let (outbox, found) = if channel.durable() {
+                let (outbox, found, problems) = Outbox::open(outbox_dir.join(&name));
+                for problem in problems {
+                    tracing::error!(channel = %name, "{problem}");
+                }
+                if !found.is_empty() {
+                    tracing::info!(
+                        channel = %name,
+                        "{} notification(s) left in {} by an earlier run: sending them to {}",
+                        found.len(),
+                        outbox.dir().display(),
+                        channel.describe()
+                    );
+                }
+                (Some(outbox), found)
+            } else {
+                (None, Vec::new())
+            };
+            let q = Queue {
+                dir: outbox.as_ref().map(|o| o.dir().to_path_buf()),
+                name,
+                channel,
+                pending: Mutex::new(found.into()),
+                wake: tokio::sync::Notify::new(),
+            };
+            metrics
+                .pending
+                .with_label_values(&[&q.name])
+                .set(i64::try_from(q.len()).unwrap_or(i64::MAX));
+            metrics.sent.with_label_values(&[&q.name]);
+            metrics.failed.with_label_values(&[&q.name]);
+            metrics.dropped.with_label_values(&[&q.name]);
+            queues.push(Arc::new(q));
+            outboxes.push(outbox);
+        }
+        warn_orphans(&outbox_dir, &queues);
+
+        let shared = Arc::new(Shared {
+            queues,
+            ctx,
+            options,
+            metrics,
+            backlog: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("monitor-outbox".into())
+                .spawn(move || write_loop(&shared, outboxes, rx))
+                .map_err(NotifyError::Thread)?
+        };
+        let (stop, _) = watch::channel(false);
+        let senders = shared
+            .queues
+            .iter()
+            .map(|q| tokio::spawn(send_loop(shared.clone(), q.clone(), stop.subscribe())))
+            .collect();
+        Ok(Self {
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            stop,
+            senders,
+        })
+    }
+
+    /// Queues alerts on every channel. Never blocks: the outbox writer thread persists them
+    /// (before any send attempt) and wakes the senders.
+    pub fn send(&self, alerts: Vec<Alert>) {
+        if alerts.is_empty() || self.shared.queues.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        self.shared.backlog.fetch_add(1, Ordering::SeqCst);
+        if tx.send(alerts).is_err() {
+            // Only after the writer thread died, which it does not do while `tx` lives.
+            self.shared.backlog.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!("the outbox writer has stopped: notification not queued");
+        }
+    }
+
+    /// Notifications queued and not yet delivered, over all channels.
+    pub fn pending(&self) -> usize {
+        self.shared.backlog.load(Ordering::SeqCst)
+            + self.shared.queues.iter().map(|q| q.len()).sum::<usize>()
+    }
+
+    /// Waits until every queue is empty (delivered or given up on), or `timeout` passes.
+    pub async fn drain(&self, timeout: Duration) -> Result<(), NotifyError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = self.pending();
+            if pending == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let detail = self
+                    .shared
+                    .queues
+                    .iter()
+                    .filter(|q| q.len() > 0)
+                    .map(|q| match &q.dir {
+                        Some(dir) => format!(
+                            "{} pending for {} (kept in {})",
+                            q.len(),
+                            q.channel.describe(),
+                            dir.display()
+                        ),
+                        None => format!("{} pending for {}", q.len(), q.channel.describe()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(NotifyError::Timeout {
+                    pending,
+                    timeout,
+                    detail,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Persists what send() was given, then stops the senders (an attempt in flight is
+    /// abandoned: its entry stays queued). Persisted entries are sent at the next start.
+    pub async fn shutdown(mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        let _ = self.stop.send(true);
+        for sender in std::mem::take(&mut self.senders) {
+            let _ = sender.await;
+        }
+        for q in &self.shared.queues {
+            let pending = lock(&q.pending);
+            let in_memory = pending.iter().filter(|e| e.path.is_none()).count();
+            let on_disk = pending.len() - in_memory;
+            if on_disk > 0
+                && let Some(dir) = &q.dir
+            {
+                tracing::info!(
+                    channel = %q.name,
+                    "{on_disk} notification(s) for {} kept in {}: sent at next start",
+                    q.channel.describe(),
+                    dir.display()
+                );
+            }
+            if in_memory > 0 && q.channel.durable() {
+                tracing::error!(
+                    channel = %q.name,
+                    "{in_memory} notification(s) for {} could not be written to the outbox and are lost",
+                    q.channel.describe()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Queue directories left by channels no longer configured: say so, they will not be sent.
+fn warn_orphans(outbox_dir: &Path, queues: &[Arc<Queue>]) {
+    let Ok(items) = std::fs::read_dir(outbox_dir) else {
+        return;
+    };
+    for item in items.flatten() {
+        let dir = item.path();
+        let name = item.file_name().to_string_lossy().into_owned();
+        if !dir.is_dir() || queues.iter().any(|q| q.dir.is_some() && q.name == name) {
+            continue;
+        }
+        let count = std::fs::read_dir(&dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|f| f.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        });
+        if count > 0 {
+            tracing::warn!(
+                "{count} undelivered notification(s) in {}: no configured notifier is named {name:?}",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// The outbox writer thread: blocking file I/O off the async workers, one batch at a time so
+/// each channel's queue keeps the order of send() calls.
+fn write_loop(
+    shared: &Shared,
+    mut outboxes: Vec<Option<Outbox>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Alert>>,
+) {
+    let mut memory_seq = 0u64;
+    while let Some(batch) = rx.blocking_recv() {
+        let created = SystemTime::now();
+        for (q, outbox) in shared.queues.iter().zip(outboxes.iter_mut()) {
+            for alerts in q.channel.split(&batch) {
+                let (seq, path) = match outbox {
+                    Some(outbox) => {
+                        let seq = outbox.next_seq();
+                        match outbox.append(seq, created, &alerts) {
+                            Ok(path) => (seq, Some(path)),
+                            Err(e) => {
+                                tracing::error!(
+                                    channel = %q.name,
+                                    "{e}; sending from memory only (lost if monitor stops first)"
+                                );
+                                (seq, None)
+                            }
+                        }
+                    }
+                    None => {
+                        memory_seq += 1;
+                        (memory_seq, None)
+                    }
+                };
+                let n = {
+                    let mut pending = lock(&q.pending);
+                    pending.push_back(Entry {
+                        seq,
+                        created,
+                        alerts: alerts.into(),
+                        path,
+                    });
+                    pending.len()
+                };
+                shared.set_pending(q, n);
+                q.wake.notify_one();
+            }
+        }
+        shared.backlog.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One channel's sender: delivers its queue in order, retrying the head with backoff.
+async fn send_loop(shared: Arc<Shared>, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
+    let options = &shared.options;
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let head = lock(&q.pending).front().cloned();
+        let Some(entry) = head else {
+            tokio::select! {
+                () = q.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        };
+        let age = SystemTime::now()
+            .duration_since(entry.created)
+            .unwrap_or_default();
+        if age > options.max_age {
+            tracing::error!(
+                channel = %q.name,
+                "dropping a notification of {} alert(s) ({}) queued {} ago: older than max_age {}, never delivered to {}",
+                entry.alerts.len(),
+                names(&entry.alerts),
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(options.max_age),
+                q.channel.describe()
+            );
+            shared.metrics.dropped.with_label_values(&[&q.name]).inc();
+            shared.finish(&q, &entry);
+            attempt = 0;
+            continue;
+        }
+        let fresh = not_superseded(&entry, &lock(&q.pending));
+        if fresh.is_empty() {
+            tracing::debug!(channel = %q.name, "skipping {}: a later notification repeats it", names(&entry.alerts));
+            shared.finish(&q, &entry);
+            continue;
+        }
+        let result = tokio::select! {
+            r = q.channel.deliver(&q.name, &fresh, &shared.ctx) => r,
+            _ = stop.changed() => return,
+        };
+        match result {
+            Ok(()) => {
+                shared
+                    .metrics
+                    .sent
+                    .with_label_values(&[&q.name])
+                    .inc_by(fresh.len() as u64);
+                if attempt > 0 {
+                    tracing::info!(channel = %q.name, "delivered to {} after {attempt} failed attempt(s)", q.channel.describe());
+                }
+                shared.finish(&q, &entry);
+                attempt = 0;
+            }
+            Err(e) if e.is_permanent() => {
+                shared.metrics.failed.with_label_values(&[&q.name]).inc();
+                shared.metrics.dropped.with_label_values(&[&q.name]).inc();
+                tracing::error!(
+                    channel = %q.name,
+                    "{e}; dropping this notification of {} ({}): resending cannot succeed",
+                    names(&entry.alerts),
+                    status_word(&entry.alerts)
+                );
+                shared.finish(&q, &entry);
+                attempt = 0;
+            }
+            Err(e) => {
+                shared.metrics.failed.with_label_values(&[&q.name]).inc();
+                let delay = backoff(attempt, options.retry_initial, options.retry_max);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(
+                    channel = %q.name,
+                    "{e}; retrying in {} (attempt {attempt}, {} notification(s) waiting)",
+                    humantime::format_duration(delay),
+                    q.len()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// The head entry's alerts that no later queued entry repeats. While a receiver is down the
+/// engine keeps re-sending firing alerts on its repeat interval; once the receiver is back only
+/// the latest repeat of each firing episode (same alert, status and start) matters, and sending
+/// them all would flood an inbox with hours of identical emails. Transitions are kept: a firing
+/// followed by its resolution sends both.
+fn not_superseded(head: &Entry, pending: &VecDeque<Entry>) -> Vec<Alert> {
+    let same_episode = |a: &Alert, b: &Alert| {
+        a.name == b.name
+            && a.status == b.status
+            && a.starts_at == b.starts_at
+            && a.severity == b.severity
+            && a.labels == b.labels
+    };
+    let later: Vec<&Alert> = pending
+        .iter()
+        .filter(|e| e.seq != head.seq)
+        .flat_map(|e| e.alerts.iter())
+        .collect();
+    head.alerts
+        .iter()
+        .filter(|a| !later.iter().any(|b| same_episode(a, b)))
+        .cloned()
+        .collect()
+}
+
+fn names(alerts: &[Alert]) -> String {
+    let mut names: Vec<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
+    names.dedup();
+    names.join(", ")
+}
+
+fn status_word(alerts: &[Alert]) -> &'static str {
+    if alerts.iter().any(|a| a.status == AlertStatus::Firing) {
+        "firing"
+    } else {
+        "resolved"
+    }
+}
+
+/// Sends `alerts` through the configured notifiers and waits until they (and anything left in
+/// the outbox by an earlier run) are delivered, or `timeout` passes: `monitor notify-test`.
+pub async fn send_and_drain(
+    configs: Vec<NotifierConfig>,
+    options: NotifyOptions,
+    outbox_dir: PathBuf,
+    alerts: Vec<Alert>,
+    timeout: Duration,
+) -> Result<(), NotifyError> {
+    let notifier = Notifier::start(configs, options, outbox_dir, hostname(), None).await?;
+    notifier.send(alerts);
+    let result = notifier.drain(timeout).await;
+    notifier.shutdown().await;
+    result
+}
+
+/// Reads alerts from a JSON file: one alert object or an array of them (the serde shape of
+/// [`Alert`]: times in RFC 3339).
+pub fn read_alerts(path: &Path) -> Result<Vec<Alert>, NotifyError> {
+    let text = std::fs::read(path).map_err(|source| NotifyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<Alert>),
+        One(Box<Alert>),
+    }
+    match serde_json::from_slice::<OneOrMany>(&text) {
+        Ok(OneOrMany::Many(alerts)) => Ok(alerts),
+        Ok(OneOrMany::One(alert)) => Ok(vec![*alert]),
+        // untagged hides the reason; the array form's error is the useful one.
+        Err(_) => Err(NotifyError::AlertJson {
+            path: path.into(),
+            source: serde_json::from_slice::<Vec<Alert>>(&text)
+                .err()
+                .unwrap_or_else(|| serde_json::Error::io(std::io::Error::other("invalid"))),
+        }),
+    }
+}
+
+/// `monitor notify-test --config FILE --outbox DIR --alert-json FILE [--timeout DURATION]`:
+/// the hidden subcommand behind the integration tests. Exit 0 once everything is delivered.
+pub fn run_notify_test(
+    config: &Path,
+    outbox_dir: &Path,
+    alert_json: &Path,
+    timeout: Duration,
+) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("reading config file {}", config.display()))?;
+    let settings = parse_notify_settings(&text)
+        .with_context(|| format!("in config file {}", config.display()))?;
+    let alerts = read_alerts(alert_json)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(send_and_drain(
+        settings.notifiers,
+        settings.notify,
+        outbox_dir.to_path_buf(),
+        alerts,
+        timeout,
+    ))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::alerts::Severity;
+
+    /// 2024-03-01T12:00:00Z.
+    const T0: u64 = 1_709_294_400;
+
+    pub fn alert(name: &str) -> Alert {
+        Alert {
+            name: name.into(),
+            severity: Severity::Warning,
+            status: AlertStatus::Firing,
+            labels: [("target", "trading-api"), ("instance", "host:8001")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: [
+                ("summary", "memory high"),
+                ("description", "RSS above 1 GiB"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            starts_at: UNIX_EPOCH + Duration::from_secs(T0),
+            ends_at: None,
+            value: 1536.0,
+        }
+    }
+
+    pub fn resolved(name: &str) -> Alert {
+        Alert {
+            status: AlertStatus::Resolved,
+            ends_at: Some(UNIX_EPOCH + Duration::from_secs(T0 + 300)),
+            ..alert(name)
+        }
+    }
+
+    pub fn ctx() -> Context {
+        Context {
+            instance: "host:8001".into(),
+            external_url: "http://host:8001".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let s = Duration::from_secs;
+        let seq: Vec<_> = (0..9).map(|a| backoff(a, s(1), s(60))).collect();
+        assert_eq!(
+            seq,
+            [s(1), s(2), s(4), s(8), s(16), s(32), s(60), s(60), s(60)]
+        );
+        assert_eq!(backoff(u32::MAX, s(1), s(60)), s(60));
+        assert_eq!(backoff(200, Duration::MAX, Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn times_never_fail_to_format() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn alerts_from_json_one_or_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one.json");
+        std::fs::write(&one, serde_json::to_vec(&alert("A")).unwrap()).unwrap();
+        assert_eq!(read_alerts(&one).unwrap(), [alert("A")]);
+        let many = dir.path().join("many.json");
+        std::fs::write(
+            &many,
+            serde_json::to_vec(&[alert("A"), resolved("B")]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read_alerts(&many).unwrap().len(), 2);
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"[{\"name\": 1}]").unwrap();
+        let e = read_alerts(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.json"), "{e}");
+    }
+
+    /// A webhook receiver on loopback: records bodies, refuses alert name "Bad" with 400.
+    struct Receiver {
+        bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Receiver {
+        async fn start(port: u16) -> Self {
+            let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+            let store = bodies.clone();
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: bytes::Bytes| {
+                    let store = store.clone();
+                    async move {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        if v["groupLabels"]["alertname"] == "Bad" {
+                            return axum::http::StatusCode::BAD_REQUEST;
+                        }
+                        store.lock().unwrap().push(v);
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Self { bodies, task }
+        }
+
+        fn names(&self) -> Vec<String> {
+            self.bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|b| b["groupLabels"]["alertname"].as_str().unwrap().to_string())
+                .collect()
+        }
+    }
+
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn fast() -> NotifyOptions {
+        NotifyOptions {
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(100),
+            timeout: Duration::from_secs(2),
+            ..NotifyOptions::default()
+        }
+    }
+
+    fn hook(port: u16) -> Vec<NotifierConfig> {
+        vec![
+            NotifierConfig::Webhook {
+                url: format!("http://127.0.0.1:{port}/hook"),
+                name: None,
+            },
+            NotifierConfig::Log { name: None },
+        ]
+    }
+
+    async fn start(port: u16, dir: &Path, options: NotifyOptions) -> Notifier {
+        Notifier::start(
+            hook(port),
+            options,
+            dir.to_path_buf(),
+            "host:8001".into(),
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.count())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_that_comes_back_gets_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let n = start(port, dir.path(), fast()).await;
+        n.send(vec![alert("A")]);
+        n.send(vec![alert("B"), resolved("C")]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(n.drain(Duration::ZERO).await.is_err());
+        assert_eq!(files(&dir.path().join("webhook")), 3);
+        let receiver = Receiver::start(port).await;
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(receiver.names(), ["A", "B", "C"]);
+        assert_eq!(files(&dir.path().join("webhook")), 0);
+        n.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_repeats_collapse_to_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let n = start(port, dir.path(), fast()).await;
+        let repeat = |value| Alert {
+            value,
+            ..alert("A")
+        };
+        n.send(vec![repeat(1.0)]);
+        n.send(vec![repeat(2.0), alert("B")]);
+        n.send(vec![repeat(3.0)]);
+        n.send(vec![resolved("A")]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let receiver = Receiver::start(port).await;
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        let bodies = receiver.bodies.lock().unwrap().clone();
+        let seen: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let a = &b["alerts"][0];
+                format!(
+                    "{} {} {}",
+                    a["labels"]["alertname"], a["status"], a["annotations"]["value"]
+                )
+            })
+            .collect();
+        // The first A was in flight (failing) when the others were queued: it may go out once.
+        let expected = [
+            "\"B\" \"firing\" \"1536\"",
+            "\"A\" \"firing\" \"3\"",
+            "\"A\" \"resolved\" \"1536\"",
+        ];
+        assert_eq!(&seen[seen.len().saturating_sub(3)..], expected, "{seen:?}");
+        assert!(seen.len() <= 4, "{seen:?}");
+        n.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_notifications_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let n = start(port, dir.path(), fast()).await;
+        n.send(vec![alert("A")]);
+        n.send(vec![resolved("A")]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        n.shutdown().await;
+        assert_eq!(files(&dir.path().join("webhook")), 2);
+
+        let receiver = Receiver::start(port).await;
+        let n = start(port, dir.path(), fast()).await;
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        let bodies = receiver.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0]["status"], "firing");
+        assert_eq!(bodies[1]["status"], "resolved");
+        n.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unwritable_outbox_still_delivers_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"").unwrap();
+        let port = free_port();
+        let receiver = Receiver::start(port).await;
+        let n = start(port, &file, fast()).await;
+        n.send(vec![alert("A")]);
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(receiver.names(), ["A"]);
+        n.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_and_stale_notifications_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let registry = Registry::new();
+        let receiver = Receiver::start(port).await;
+        let n = Notifier::start(
+            hook(port),
+            fast(),
+            dir.path().to_path_buf(),
+            "host:8001".into(),
+            Some(&registry),
+        )
+        .await
+        .unwrap();
+        n.send(vec![alert("Bad"), alert("Good")]);
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(receiver.names(), ["Good"]);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        for line in [
+            "monitor_notifications_sent_total{channel=\"webhook\"} 1",
+            "monitor_notifications_sent_total{channel=\"log\"} 2",
+            "monitor_notifications_dropped_total{channel=\"webhook\"} 1",
+            "monitor_notifications_failed_total{channel=\"webhook\"} 1",
+            "monitor_outbox_pending{channel=\"webhook\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        n.shutdown().await;
+
+        // An entry older than max_age is dropped instead of sent.
+        let stale = NotifyOptions {
+            max_age: Duration::from_millis(100),
+            ..fast()
+        };
+        let port = free_port();
+        let n = start(port, dir.path(), stale.clone()).await;
+        n.send(vec![alert("Old")]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        n.shutdown().await;
+        let receiver = Receiver::start(port).await;
+        let n = start(port, dir.path(), stale).await;
+        n.drain(Duration::from_secs(5)).await.unwrap();
+        assert!(receiver.names().is_empty());
+        n.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_url = vec![NotifierConfig::Alertmanager {
+            url: "127.0.0.1:9093".into(),
+            name: None,
+        }];
+        let e = Notifier::start(bad_url, fast(), dir.path().into(), "h".into(), None)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("127.0.0.1:9093"), "{e}");
+    }
+}
