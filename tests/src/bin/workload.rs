@@ -139,6 +139,28 @@ enum Mode {
         #[arg(long, value_name = "M")]
         millis: u64,
     },
+    /// Fork C children that live M ms, mostly asleep: every 100 ms each touches a page and makes
+    /// 10 getppid calls. A parent with many idle children, as a pre-forking server has.
+    Tree {
+        /// Number of children, all alive at once.
+        #[arg(long, value_name = "C")]
+        children: usize,
+        /// Wall-clock milliseconds each child lives.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+    },
+    /// Run workload commands read from stdin, one per line (e.g. `syscalls --count 1000`), each
+    /// printing its own report line, until stdin reaches EOF. One process, many measurements: a
+    /// tracer attached to its pid once sees every one of them.
+    Serve,
+}
+
+/// One command line read by `serve`.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct ServeLine {
+    #[command(subcommand)]
+    mode: Mode,
 }
 
 impl Mode {
@@ -152,6 +174,8 @@ impl Mode {
             Self::Pingpong { .. } => "pingpong",
             Self::Burst { .. } => "burst",
             Self::Mixed { .. } => "mixed",
+            Self::Tree { .. } => "tree",
+            Self::Serve => "serve",
         }
     }
 
@@ -173,6 +197,8 @@ impl Mode {
                 nr,
             } => Ok(burst(idle_ms, millis, nr)),
             Self::Mixed { millis } => mixed(millis),
+            Self::Tree { children, millis } => tree(children, millis),
+            Self::Serve => bail!("serve runs other modes, not itself"),
         }
     }
 }
@@ -267,6 +293,11 @@ enum Work {
         pages: u64,
         syscalls: u64,
     },
+    Tree {
+        children: Vec<u32>,
+        child_millis: u64,
+        child_wakeups: u64,
+    },
 }
 
 struct Outcome {
@@ -317,6 +348,9 @@ fn main() -> Result<()> {
         write_ready_file(path)?;
     }
     wait_for_start(&cli.common)?;
+    if let Mode::Serve = cli.mode {
+        return serve();
+    }
     let outcome = cli.mode.run()?;
     // Counts are already recorded, so the files opened to read /proc cannot skew them.
     let truth = Truth::collect()?;
@@ -329,6 +363,28 @@ fn main() -> Result<()> {
     })?;
     if cli.common.linger {
         linger()?;
+    }
+    Ok(())
+}
+
+/// Runs one command per stdin line, reporting each, until EOF.
+fn serve() -> Result<()> {
+    for line in io::stdin().lock().lines() {
+        let line = line.context("read a command from stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = ServeLine::try_parse_from(line.split_whitespace())
+            .with_context(|| format!("serve: bad command {line:?}"))?;
+        let outcome = parsed.mode.run()?;
+        let truth = Truth::collect()?;
+        print_report(&Report {
+            pid: std::process::id(),
+            mode: parsed.mode.name(),
+            work: outcome.work,
+            ns_per_op: outcome.ns_per_op,
+            truth,
+        })?;
     }
     Ok(())
 }
@@ -783,6 +839,60 @@ fn mixed(millis: u64) -> Result<Outcome> {
         },
         ns_per_op: None,
     })
+}
+
+/// Wakeup interval of `tree` children.
+const TREE_TICK: Duration = Duration::from_millis(100);
+
+fn tree(children: usize, millis: u64) -> Result<Outcome> {
+    let dur = Duration::from_millis(millis);
+    let mut pids = Vec::with_capacity(children);
+    for _ in 0..children {
+        // SAFETY: as in `fork_spinner`: this process is single-threaded here, and the child only
+        // sleeps, touches its own stack, makes raw syscalls and `_exit`s.
+        match unsafe { libc::fork() } {
+            -1 => {
+                let err = io::Error::last_os_error();
+                // SAFETY: kill(2) on children we forked; they are reaped below.
+                pids.iter().for_each(|&pid| unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                });
+                let _ = pids.iter().try_for_each(|&pid| reap(pid));
+                return Err(err).context("fork");
+            }
+            0 => tree_child(dur),
+            pid => pids.push(pid),
+        }
+    }
+    pids.iter().try_for_each(|&pid| reap(pid))?;
+    Ok(Outcome {
+        work: Work::Tree {
+            children: pids.iter().map(|&pid| pid.unsigned_abs()).collect(),
+            child_millis: millis,
+            child_wakeups: (millis / TREE_TICK.as_millis() as u64).max(1),
+        },
+        ns_per_op: None,
+    })
+}
+
+fn tree_child(dur: Duration) -> ! {
+    // Die with the parent, so a killed tree leaves no orphans behind.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let start = Instant::now();
+    let mut page = [0_u8; 8192];
+    let mut tick = 0_usize;
+    while start.elapsed() < dur {
+        // Sleeps in the kernel (nanosleep): no allocation after the fork.
+        thread::sleep(TREE_TICK.min(dur.saturating_sub(start.elapsed())));
+        black_box(&mut page)[tick % 2 * 4096] ^= 1;
+        for _ in 0..10 {
+            black_box(raw_syscall(Nr::Getppid));
+        }
+        tick += 1;
+    }
+    // SAFETY: as in `child_main`.
+    unsafe { libc::_exit(0) }
 }
 
 impl Truth {

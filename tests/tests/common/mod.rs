@@ -153,6 +153,7 @@ pub struct Daemon {
     pub child: Child,
     pub port: u16,
     _config: tempfile::NamedTempFile,
+    _state: tempfile::TempDir,
 }
 
 pub const FAST_CONFIG: &str = "[cadence]\ncpu_memory = \"300ms\"\nvms = \"300ms\"\nfds_threads = \"300ms\"\ndiscovery = \"200ms\"\n";
@@ -167,6 +168,16 @@ impl Daemon {
         let mut config = tempfile::NamedTempFile::new().unwrap();
         config.write_all(FAST_CONFIG.as_bytes()).unwrap();
         config.write_all(more_config.as_bytes()).unwrap();
+        // Alert state and outbox of this daemon only, unless the test chose them.
+        let state = tempfile::tempdir().unwrap();
+        if !more_config.contains("[alerting]") {
+            writeln!(
+                config,
+                "\n[alerting]\nstate_dir = \"{}\"",
+                state.path().display()
+            )
+            .unwrap();
+        }
         let port = free_port();
         let child = Command::new(monitor_bin())
             .arg("run")
@@ -181,6 +192,7 @@ impl Daemon {
             child,
             port,
             _config: config,
+            _state: state,
         };
         d.wait_for(|m| m.contains("app_up{"), "app_up served");
         d
