@@ -15,6 +15,13 @@ pub const MAX_SYSCALLS: u32 = 512;
 pub const MAX_ERRNO: u32 = 136;
 /// Syscall start slots, indexed by `tid & (START_SLOTS - 1)` and checked against the tid.
 pub const START_SLOTS: u32 = 1 << 16;
+/// The target index holds one byte per pid (0: not a target, else slot + 1), in entries of this
+/// many bytes. Its number of entries is set at load time from /proc/sys/kernel/pid_max.
+pub const TARGET_INDEX_SPAN: u32 = 64;
+/// Entries in the kernel object's target index before the loader sizes it (pid_max 32768).
+pub const TARGET_INDEX_DEFAULT_ENTRIES: u32 = 32768 / TARGET_INDEX_SPAN;
+/// The kernel's map flag that lets user space mmap an array (BPF_F_MMAPABLE).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Upper bound on processes in the target set (all targets together).
 pub const MAX_TARGET_PROCESSES: u32 = 16384;
 /// Upper bound on threads whose on-CPU time is kept individually.
@@ -23,6 +30,7 @@ pub const MAX_TARGET_THREADS: u32 = 16384;
 /// Names of the kernel's maps, shared so that a rename breaks the build, not the daemon.
 pub mod maps {
     pub const TARGETS: &str = "TARGETS";
+    pub const TARGET_INDEX: &str = "TARGET_INDEX";
     pub const TARGET_COUNTERS: &str = "TARGET_COUNTERS";
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const FD_OPEN_ERRORS: &str = "FD_OPEN_ERRORS";
@@ -42,6 +50,9 @@ pub mod globals {
     /// Byte offsets of `min_flt` and `maj_flt` in `struct task_struct`.
     pub const TASK_MIN_FLT_OFFSET: &str = "TASK_MIN_FLT_OFFSET";
     pub const TASK_MAJ_FLT_OFFSET: &str = "TASK_MAJ_FLT_OFFSET";
+    /// 1 when sys_enter is attached (counts and start times); 0 when only sys_exit runs, for
+    /// fd counts alone.
+    pub const SYS_ENTER_ATTACHED: &str = "SYS_ENTER_ATTACHED";
 }
 
 /// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.

@@ -4,13 +4,24 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use monitor_common::{
-    MAX_ERRNO, MAX_SYSCALLS, MAX_TARGET_PROCESSES, MAX_TARGET_THREADS, MAX_TARGETS, ProcessStats,
-    START_SLOTS, SyscallStart, SyscallStat, TargetCounters, ThreadStats,
+    BPF_F_MMAPABLE, MAX_ERRNO, MAX_SYSCALLS, MAX_TARGET_PROCESSES, MAX_TARGET_THREADS, MAX_TARGETS,
+    ProcessStats, START_SLOTS, SyscallStart, SyscallStat, TARGET_INDEX_DEFAULT_ENTRIES,
+    TARGET_INDEX_SPAN, TargetCounters, ThreadStats,
 };
 
 /// tgid -> target slot. Written by user space (roots) and by the fork program (descendants).
+/// The set user space reads; the programs filter with TARGET_INDEX.
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGET_PROCESSES, 0);
+
+/// The same set as one byte per pid (slot + 1, or 0), so the filter every program runs first
+/// is an array load the verifier inlines instead of a hash lookup: this is what processes that
+/// are not targets pay. Bytes, not bits: the fork and exit programs and user space (through
+/// mmap) each store whole bytes, so no writer can undo another's without atomics. Sized to
+/// pid_max at load; a pid beyond it (pid_max raised later) falls back to TARGETS.
+#[map]
+pub static TARGET_INDEX: Array<[u8; TARGET_INDEX_SPAN as usize]> =
+    Array::with_max_entries(TARGET_INDEX_DEFAULT_ENTRIES, BPF_F_MMAPABLE);
 
 #[map]
 pub static TARGET_COUNTERS: PerCpuArray<TargetCounters> =
@@ -43,9 +54,38 @@ pub static THREAD_STATS: HashMap<u32, ThreadStats> =
 /// The target slot of `tgid`, if it is in the target set.
 #[inline(always)]
 pub fn target_slot(tgid: u32) -> Option<u32> {
-    // SAFETY: the value is copied out at once; a concurrent delete can at worst hand us a slot
-    // that was valid a moment ago.
-    unsafe { TARGETS.get(tgid) }.copied()
+    match TARGET_INDEX.get(tgid / TARGET_INDEX_SPAN) {
+        Some(bytes) => {
+            let b = bytes[(tgid % TARGET_INDEX_SPAN) as usize];
+            if b == 0 { None } else { Some(u32::from(b) - 1) }
+        }
+        // SAFETY: the value is copied out at once; a concurrent delete can at worst hand us a
+        // slot that was valid a moment ago.
+        None => unsafe { TARGETS.get(tgid) }.copied(),
+    }
+}
+
+/// Puts `tgid` into the target set under `slot`.
+#[inline(always)]
+pub fn join_targets(tgid: u32, slot: u32) -> Result<(), i64> {
+    TARGETS.insert(tgid, slot, 0)?;
+    set_index(tgid, slot as u8 + 1);
+    Ok(())
+}
+
+/// Takes `tgid` out of the target set (the index first, so the filter drops it at once).
+#[inline(always)]
+pub fn leave_targets(tgid: u32) {
+    set_index(tgid, 0);
+    let _ = TARGETS.remove(tgid);
+}
+
+#[inline(always)]
+fn set_index(tgid: u32, value: u8) {
+    if let Some(bytes) = TARGET_INDEX.get_ptr_mut(tgid / TARGET_INDEX_SPAN) {
+        // SAFETY: a one-byte store into a live array value; other writers store other bytes.
+        unsafe { (*bytes)[(tgid % TARGET_INDEX_SPAN) as usize] = value };
+    }
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use monitor_common::{ProcessStats, ThreadStats};
 
 use crate::{
-    maps::{PROCESS_STATS, TARGETS, THREAD_STATS, counters, target_slot},
+    maps::{PROCESS_STATS, THREAD_STATS, counters, leave_targets, target_slot},
     task::task_oncpu_ns,
 };
 
@@ -50,7 +50,7 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
             // sched_process_exit (unmapping memory, closing files) is counted.
             // SAFETY: the value is copied out at once.
             if unsafe { THREAD_STATS.get(prev_tid) }.is_some_and(|t| t.last_of_group != 0) {
-                let _ = TARGETS.remove(prev_tgid);
+                leave_targets(prev_tgid);
                 let _ = PROCESS_STATS.remove(prev_tgid);
             }
         }

@@ -18,6 +18,11 @@ use monitor_common::{
 
 use crate::maps::{FD_OPEN_ERRORS, SYSCALL_STARTS, SYSCALLS, counters, target_slot};
 
+/// 1 when sys_enter is attached; 0 when sys_exit runs alone for fd counts (`--programs fds`),
+/// so every exit takes the filter path and none is a lost start. Set by the loader.
+#[unsafe(no_mangle)]
+static SYS_ENTER_ATTACHED: u32 = 1;
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let _ = try_sys_enter(&ctx);
@@ -70,6 +75,11 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
+    let with_enter = unsafe { core::ptr::read_volatile(&SYS_ENTER_ATTACHED) } != 0;
+    if !with_enter {
+        return fds_only(ctx, pid_tgid);
+    }
     let tid = pid_tgid as u32;
     let start = SYSCALL_STARTS
         .get_ptr_mut(tid & (START_SLOTS - 1))
@@ -88,22 +98,38 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // Slow path: is this a target at all?
-    let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
+    let Some(slot) = exit_fds(ctx, pid_tgid, ret)? else {
         return Ok(());
+    };
+    if let Some(c) = counters(slot) {
+        c.syscall_starts_lost += 1;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn fds_only(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let ret: i64 = ctx.arg(1);
+    exit_fds(ctx, pid_tgid, ret).map(|_| ())
+}
+
+/// The fd effect of a target's syscall exit, its number read from the saved registers.
+/// Returns the target slot, or None for a process that is not a target.
+#[inline(always)]
+fn exit_fds(ctx: &RawTracePointContext, pid_tgid: u64, ret: i64) -> Result<Option<u32>, i64> {
+    let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
+        return Ok(None);
     };
     let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: probe read of the syscall's saved registers.
     let id = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as i64;
     if !(0..MAX_SYSCALLS as i64).contains(&id) {
-        return Ok(());
+        return Ok(Some(slot));
     }
     let nr = id as u32;
-    if let Some(c) = counters(slot) {
-        c.syscall_starts_lost += 1;
-    }
     let dupfd = nr == nr::FCNTL && is_dupfd(regs)?;
     account_fds(slot, nr, dupfd, ret);
-    Ok(())
+    Ok(Some(slot))
 }
 
 #[inline(always)]

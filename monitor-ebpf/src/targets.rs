@@ -8,7 +8,10 @@ use aya_log_ebpf::debug;
 use monitor_common::{START_SLOTS, SyscallStart};
 
 use crate::{
-    maps::{PROCESS_STATS, SYSCALL_STARTS, TARGETS, THREAD_STATS, counters, target_slot},
+    maps::{
+        PROCESS_STATS, SYSCALL_STARTS, THREAD_STATS, counters, join_targets, leave_targets,
+        target_slot,
+    },
     task::{offsets_known, task_faults, task_ids, task_oncpu_ns},
 };
 
@@ -47,7 +50,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     // A stale entry would be a previous process with this pid: start clean.
     let _ = PROCESS_STATS.remove(child_tgid);
-    TARGETS.insert(child_tgid, slot, 0)?;
+    join_targets(child_tgid, slot)?;
     if let Some(c) = counters(slot) {
         c.process_forks += 1;
     }
@@ -90,7 +93,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             // SAFETY: live map value written only by this thread.
             unsafe { (*t).last_of_group = 1 };
         } else {
-            let _ = TARGETS.remove(tgid);
+            leave_targets(tgid);
             let _ = PROCESS_STATS.remove(tgid);
         }
     }

@@ -79,7 +79,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     );
 
     let mut all_ok = btf.is_ok() && bpf_ok;
-    match Probes::load() {
+    match Probes::load(&Default::default()) {
         Ok(probes) => {
             for p in &probes.programs {
                 all_ok &= p.attached();

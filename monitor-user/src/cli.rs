@@ -3,6 +3,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ebpf::selection::Family;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "monitor",
@@ -93,6 +95,10 @@ pub struct RunArgs {
     /// Refuse to start unless every kernel program attaches (instead of falling back to /proc).
     #[arg(long)]
     pub require_ebpf: bool,
+    /// Kernel program families to attach (comma-separated): syscalls (counts, latency and fds:
+    /// the costly one), fds (fd counts alone), sched (on-CPU, switches), faults. Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
+    pub programs: Vec<Family>,
     /// Do not export the seed's `app_memory_usage_mb*` names (app_resident_memory_*bytes carry
     /// the same values); without them the output is clean under `promtool check metrics`.
     #[arg(long)]
@@ -110,6 +116,9 @@ pub struct StatArgs {
     /// Profile this running process (and its descendants).
     #[arg(long, conflicts_with = "command")]
     pub pid: Option<u32>,
+    /// Kernel program families to attach, as for `monitor run --programs`. Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
+    pub programs: Vec<Family>,
     /// The command to launch and profile with its children, after `--`.
     #[arg(last = true, required_unless_present = "pid")]
     pub command: Vec<String>,

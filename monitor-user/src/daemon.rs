@@ -15,7 +15,7 @@ use crate::{
     cli::RunArgs,
     collector::{Collector, Due, Selector},
     config::Config,
-    ebpf::probes::Probes,
+    ebpf::{probes::Probes, selection::Selection},
     events::EventLog,
     exporter::Exporter,
     http,
@@ -134,12 +134,12 @@ fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
         warn!("--no-ebpf: /proc only; no syscall, fd or fault-exception counts");
         return Ok(None);
     }
-    match Probes::load() {
+    match Probes::load(&Selection::new(&args.programs)) {
         Ok(p) if args.require_ebpf && !p.all_attached() => {
             let failed: Vec<_> = p
                 .programs
                 .iter()
-                .filter(|s| !s.attached())
+                .filter(|s| s.enabled && !s.attached())
                 .map(|s| s.name)
                 .collect();
             anyhow::bail!(

@@ -15,9 +15,19 @@ use crate::{
     syscall_names::{errno_name, syscall_name},
 };
 
+#[derive(Clone, Copy)]
+struct Counted {
+    fds: bool,
+    switches: bool,
+    fault_exceptions: bool,
+}
+
 pub struct Exporter {
     registry: Registry,
     target: String,
+    /// Which kernel counters exist (`--programs`): a family left out exports no series rather
+    /// than zeros that read as "nothing happened".
+    counted: Counted,
     up: IntGaugeVec,
     processes: IntGaugeVec,
     cpu_percent: GaugeVec,
@@ -71,7 +81,15 @@ impl Exporter {
                 m
             }};
         }
+        let on =
+            |name: &str| ebpf_wanted && programs.iter().any(|s| s.name == name && s.attached());
+        let counted = Counted {
+            fds: on("sys_exit"),
+            switches: on("sched_switch") || !ebpf_wanted,
+            fault_exceptions: on("page_fault_user"),
+        };
         let e = Self {
+            counted,
             up: reg!(
                 IntGaugeVec,
                 "app_up",
@@ -339,36 +357,42 @@ impl Exporter {
             &self.page_faults.with_label_values(&[t, "major"]),
             s.major_faults,
         );
-        advance(
-            &self.context_switches.with_label_values(&[t, "voluntary"]),
-            s.switches_voluntary,
-        );
-        advance(
-            &self.context_switches.with_label_values(&[t, "involuntary"]),
-            s.switches_involuntary,
-        );
-        let Some(k) = &s.kernel else { return };
-        advance(
-            &self.fault_exceptions.with_label_values(&[t, "user"]),
-            k.fault_exceptions_user,
-        );
-        advance(
-            &self.fault_exceptions.with_label_values(&[t, "kernel"]),
-            k.fault_exceptions_kernel,
-        );
-        advance(&self.fd_opens.with_label_values(&[t]), k.fd_opens);
-        advance(&self.fd_closes.with_label_values(&[t]), k.fd_closes);
-        advance(
-            &self.fd_close_range_calls.with_label_values(&[t]),
-            k.fd_close_range_calls,
-        );
-        for &(errno, n) in &k.fd_open_errors_by_errno {
+        if self.counted.switches {
             advance(
-                &self
-                    .fd_open_errors
-                    .with_label_values(&[t, &errno_name(errno)]),
-                n,
+                &self.context_switches.with_label_values(&[t, "voluntary"]),
+                s.switches_voluntary,
             );
+            advance(
+                &self.context_switches.with_label_values(&[t, "involuntary"]),
+                s.switches_involuntary,
+            );
+        }
+        let Some(k) = &s.kernel else { return };
+        if self.counted.fault_exceptions {
+            advance(
+                &self.fault_exceptions.with_label_values(&[t, "user"]),
+                k.fault_exceptions_user,
+            );
+            advance(
+                &self.fault_exceptions.with_label_values(&[t, "kernel"]),
+                k.fault_exceptions_kernel,
+            );
+        }
+        if self.counted.fds {
+            advance(&self.fd_opens.with_label_values(&[t]), k.fd_opens);
+            advance(&self.fd_closes.with_label_values(&[t]), k.fd_closes);
+            advance(
+                &self.fd_close_range_calls.with_label_values(&[t]),
+                k.fd_close_range_calls,
+            );
+            for &(errno, n) in &k.fd_open_errors_by_errno {
+                advance(
+                    &self
+                        .fd_open_errors
+                        .with_label_values(&[t, &errno_name(errno)]),
+                    n,
+                );
+            }
         }
         for (nr, stat) in &k.syscalls {
             let name = syscall_name(*nr);

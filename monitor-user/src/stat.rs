@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::{
     cli::StatArgs,
     collector::{Collector, Due, Selector},
-    ebpf::probes::Probes,
+    ebpf::{probes::Probes, selection::Selection},
     model::seconds,
     procfs::ProcFs,
     sample::Sample,
@@ -61,7 +61,8 @@ pub struct Switches {
 }
 
 pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
-    let probes = Probes::load().context("monitor stat needs the kernel programs")?;
+    let probes = Probes::load(&Selection::new(&args.programs))
+        .context("monitor stat needs the kernel programs")?;
     let procfs = ProcFs::system();
     let report = match args.pid {
         Some(pid) => stat_running(procfs, probes, pid, Duration::from_secs_f64(args.duration))?,

@@ -166,3 +166,24 @@ fn stat_exits_with_the_commands_exit_code() {
         .unwrap();
     assert_eq!(status.code(), Some(7));
 }
+
+#[test]
+fn fds_alone_are_exact_without_the_syscall_programs() {
+    require_root();
+    // --programs fds attaches sys_exit alone: every exit takes the filter path and reads the
+    // syscall number from the saved registers instead of the start slot sys_enter would fill.
+    let fds = ["--programs", "fds"];
+    let (m0, _, _) = stat_workload_with(&fds, &["files", "--opens", "0", "--fails", "0"]);
+    let (m1, w, _) = stat_workload_with(&fds, &["files", "--opens", "400", "--fails", "23"]);
+    assert_eq!(u(&w["work"]["opens"]), 400);
+    assert_eq!(u(&m1["fd_opens"]) - u(&m0["fd_opens"]), 400);
+    assert_eq!(u(&m1["fd_closes"]) - u(&m0["fd_closes"]), 400);
+    assert_eq!(u(&m1["fd_open_errors"]) - u(&m0["fd_open_errors"]), 23);
+    // Nothing counted the syscalls themselves.
+    let syscalls = m1["syscalls"].as_object().map_or(0, |o| o.len());
+    assert_eq!(
+        syscalls, 0,
+        "syscalls counted without sys_enter: {}",
+        m1["syscalls"]
+    );
+}

@@ -23,6 +23,7 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     "prometheus-process-exporter",
     "bpftrace",
+    "bpftool",
     "strace",
     "sysstat",
 ];

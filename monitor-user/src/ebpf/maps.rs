@@ -8,8 +8,12 @@ use monitor_common::{
     MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats, maps as names,
 };
 
+use super::target_index::TargetIndex;
+
 pub struct KernelMaps {
     targets: HashMap<MapData, u32, u32>,
+    /// What the programs filter on; kept equal to `targets`.
+    index: TargetIndex,
     counters: PerCpuArray<MapData, TargetCounters>,
     syscalls: PerCpuArray<MapData, SyscallStat>,
     fd_open_errors: PerCpuArray<MapData, u64>,
@@ -31,6 +35,10 @@ impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         Ok(Self {
             targets: take(ebpf, names::TARGETS)?,
+            index: TargetIndex::new(
+                ebpf.take_map(names::TARGET_INDEX)
+                    .context("map TARGET_INDEX missing from the kernel object")?,
+            )?,
             counters: take(ebpf, names::TARGET_COUNTERS)?,
             syscalls: take(ebpf, names::SYSCALLS)?,
             fd_open_errors: take(ebpf, names::FD_OPEN_ERRORS)?,
@@ -45,11 +53,14 @@ impl KernelMaps {
         let _ = self.process_stats.remove(&tgid);
         self.targets
             .insert(tgid, slot, 0)
-            .with_context(|| format!("adding pid {tgid} to the kernel's target set"))
+            .with_context(|| format!("adding pid {tgid} to the kernel's target set"))?;
+        self.index.set(tgid, slot);
+        Ok(())
     }
 
     /// Removes a process the kernel did not see exit (it exited before it was added).
     pub fn remove_process(&mut self, tgid: u32) {
+        self.index.clear(tgid);
         let _ = self.targets.remove(&tgid);
         let _ = self.process_stats.remove(&tgid);
     }

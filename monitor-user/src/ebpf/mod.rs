@@ -2,3 +2,5 @@
 pub mod btf;
 pub mod maps;
 pub mod probes;
+pub mod selection;
+pub mod target_index;

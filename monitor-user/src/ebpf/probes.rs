@@ -9,7 +9,7 @@ use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
 use monitor_common::globals;
 use tracing::{debug, info, warn};
 
-use super::{btf::TaskOffsets, btf::VMLINUX_BTF, maps::KernelMaps};
+use super::{btf::TaskOffsets, btf::VMLINUX_BTF, maps::KernelMaps, selection::Selection};
 
 /// The kernel object built by build.rs from monitor-ebpf.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -32,13 +32,15 @@ const ESSENTIAL: &[&str] = &["sched_process_fork", "sched_process_exit"];
 #[derive(Clone, Debug)]
 pub struct ProgramStatus {
     pub name: &'static str,
-    /// None when attached; the reason otherwise.
+    /// Asked for (`--programs`); a program left out is neither loaded nor attached.
+    pub enabled: bool,
+    /// None when attached (or left out); the reason otherwise.
     pub error: Option<String>,
 }
 
 impl ProgramStatus {
     pub fn attached(&self) -> bool {
-        self.error.is_none()
+        self.enabled && self.error.is_none()
     }
 }
 
@@ -54,13 +56,15 @@ pub struct Probes {
 impl Probes {
     /// Loads the object and attaches every program. Fails only when nothing useful can run
     /// (no BTF, the kernel refuses to load, or the fork/exit followers cannot attach).
-    pub fn load() -> anyhow::Result<Self> {
+    pub fn load(selection: &Selection) -> anyhow::Result<Self> {
         raise_memlock_limit();
         let offsets = TaskOffsets::from_btf_file(Path::new(VMLINUX_BTF))?;
         // Parsing the kernel's BTF took tens of MB of small allocations, all freed now: return
         // them, or they stay in the daemon's RSS.
         release_free_heap();
+        let index_entries = super::target_index::entries_for_host()?;
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(monitor_common::maps::TARGET_INDEX, index_entries)
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_MIN_FLT_OFFSET, &offsets.min_flt, true)
@@ -68,6 +72,11 @@ impl Probes {
             .override_global(
                 globals::TASK_SUM_EXEC_OFFSET,
                 &offsets.sum_exec_runtime,
+                true,
+            )
+            .override_global(
+                globals::SYS_ENTER_ATTACHED,
+                &u32::from(selection.syscalls()),
                 true,
             )
             .load(KERNEL_OBJECT)
@@ -81,6 +90,15 @@ impl Probes {
         };
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for &(name, tracepoint) in PROGRAMS {
+            if !selection.wants(name) {
+                info!(program = name, "left out (--programs)");
+                programs.push(ProgramStatus {
+                    name,
+                    enabled: false,
+                    error: None,
+                });
+                continue;
+            }
             let error = attach(&mut ebpf, name, tracepoint)
                 .err()
                 .map(|e| format!("{e:#}"));
@@ -88,7 +106,11 @@ impl Probes {
                 None => info!(program = name, "attached"),
                 Some(e) => warn!(program = name, "not attached: {e}"),
             }
-            programs.push(ProgramStatus { name, error });
+            programs.push(ProgramStatus {
+                name,
+                enabled: true,
+                error,
+            });
         }
         if let Some(p) = programs
             .iter()
@@ -111,8 +133,9 @@ impl Probes {
         })
     }
 
+    /// Every program asked for is attached.
     pub fn all_attached(&self) -> bool {
-        self.programs.iter().all(ProgramStatus::attached)
+        self.programs.iter().all(|p| !p.enabled || p.attached())
     }
 }
 

@@ -58,8 +58,15 @@ pub fn free_port() -> u16 {
 
 /// `monitor stat --json -- workload ARGS`: (monitor's report, workload's own report, exit status).
 pub fn stat_workload(args: &[&str]) -> (Value, Value, i32) {
+    stat_workload_with(&[], args)
+}
+
+/// `monitor stat --json OPTIONS -- workload ARGS`: (monitor's report, the workload's, exit code).
+pub fn stat_workload_with(options: &[&str], args: &[&str]) -> (Value, Value, i32) {
     let out = Command::new(monitor_bin())
-        .args(["stat", "--json", "--"])
+        .args(["stat", "--json"])
+        .args(options)
+        .arg("--")
         .arg(workload_bin())
         .args(args)
         .stderr(Stdio::inherit())

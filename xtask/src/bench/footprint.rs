@@ -79,9 +79,8 @@ impl Exporter {
                     super::util::tail(&log, 3)
                 );
             }
-            if let Ok(body) = http_get(&a, &url)
-                && body.contains("namedprocess_namegroup_num_procs")
-            {
+            // Serving is enough: its name-group series appear only once a process matches.
+            if http_get(&a, &url).is_ok() {
                 return Ok(Self { proc, url });
             }
             if Instant::now() > deadline {

@@ -209,12 +209,75 @@ pub mod programs {
         "tracepoint:raw_syscalls:sys_enter { }\ntracepoint:raw_syscalls:sys_exit { }\n".into()
     }
 
-    /// fd tracking: opens (and failed opens) and closes per pid, from sys_exit of openat/close.
+    /// The fd syscalls monitor tracks (monitor-common's `fd_effect`), by how bpftrace counts them.
+    const OPENS_PATH: &[&str] = &["open", "openat", "openat2", "creat", "open_by_handle_at"];
+    const OPENS_TWO: &[&str] = &["pipe", "pipe2", "socketpair"];
+    const OPENS_ONE: &[&str] = &[
+        "dup",
+        "dup2",
+        "dup3",
+        "socket",
+        "accept",
+        "accept4",
+        "epoll_create",
+        "epoll_create1",
+        "eventfd",
+        "eventfd2",
+        "signalfd",
+        "signalfd4",
+        "timerfd_create",
+        "memfd_create",
+        "memfd_secret",
+        "inotify_init",
+        "inotify_init1",
+        "perf_event_open",
+        "fanotify_init",
+        "userfaultfd",
+        "io_uring_setup",
+        "open_tree",
+        "fsopen",
+        "fsmount",
+        "fspick",
+        "pidfd_open",
+        "pidfd_getfd",
+        "mq_open",
+        "landlock_create_ruleset",
+    ];
+
+    /// `tracepoint:syscalls:sys_exit_NAME` probes of the names this kernel has (bpftrace
+    /// refuses a program naming a missing tracepoint).
+    fn exits(names: &[&str]) -> String {
+        names
+            .iter()
+            .filter(|n| {
+                std::path::Path::new(&format!("/sys/kernel/tracing/events/syscalls/sys_exit_{n}"))
+                    .exists()
+            })
+            .map(|n| format!("tracepoint:syscalls:sys_exit_{n}"))
+            .collect::<Vec<_>>()
+            .join(",\n")
+    }
+
+    /// fd tracking, the job monitor's fd counters do: new descriptors from every fd-creating
+    /// syscall (fcntl only for F_DUPFD*), failed path opens by errno, closes, close_range calls.
     pub fn files(pid: u32) -> String {
         format!(
-            "tracepoint:syscalls:sys_exit_openat /pid == {pid}/ {{ if (args->ret >= 0) {{ @opens[pid] = count(); }} else {{ @fails[pid] = count(); }} }}\n\
-             tracepoint:syscalls:sys_exit_close /pid == {pid}/ {{ @closes[pid] = count(); }}\n"
+            "{path} /pid == {pid}/ {{ if (args->ret >= 0) {{ @opens = sum(1); }} else {{ @open_errors[-args->ret] = count(); }} }}\n\
+             {two} /pid == {pid} && args->ret == 0/ {{ @opens = sum(2); }}\n\
+             {one} /pid == {pid} && args->ret >= 0/ {{ @opens = sum(1); }}\n\
+             tracepoint:syscalls:sys_enter_fcntl /pid == {pid}/ {{ @dupfd[tid] = (args->cmd == 0 || args->cmd == 1030); }}\n\
+             tracepoint:syscalls:sys_exit_fcntl /pid == {pid}/ {{ if (@dupfd[tid] && args->ret >= 0) {{ @opens = sum(1); }} delete(@dupfd[tid]); }}\n\
+             tracepoint:syscalls:sys_exit_close /pid == {pid} && args->ret == 0/ {{ @closes = count(); }}\n\
+             tracepoint:syscalls:sys_exit_close_range /pid == {pid} && args->ret == 0/ {{ @close_ranges = count(); }}\n",
+            path = exits(OPENS_PATH),
+            two = exits(OPENS_TWO),
+            one = exits(OPENS_ONE),
         )
+    }
+
+    /// What monitor does for every syscall of the target: count and latency per id, plus fds.
+    pub fn all(pid: u32) -> String {
+        syscalls(pid) + &files(pid)
     }
 
     pub fn faults(pid: u32) -> String {
