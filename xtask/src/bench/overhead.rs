@@ -55,6 +55,8 @@ impl Storm {
 pub enum Config {
     Alone,
     Monitor,
+    MonitorFds,
+    MonitorSched,
     BtSyscalls,
     BtEmpty,
     FloorTp,
@@ -72,9 +74,11 @@ pub enum Role {
 }
 
 impl Config {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::Alone,
         Self::Monitor,
+        Self::MonitorFds,
+        Self::MonitorSched,
         Self::BtSyscalls,
         Self::BtEmpty,
         Self::FloorTp,
@@ -89,6 +93,8 @@ impl Config {
         match (self, role) {
             (Self::Alone | Self::Monitor, Role::Target) => &Storm::ALL,
             (Self::Monitor, Role::Other) => &[Storm::Syscalls, Storm::Pingpong],
+            (Self::MonitorFds, Role::Target) => &[Storm::Files],
+            (Self::MonitorSched, Role::Target) => &[Storm::Pingpong],
             (Self::BtSyscalls, _) => &[Storm::Syscalls],
             (Self::BtEmpty | Self::FloorTp | Self::FloorRaw, Role::Target) => &[Storm::Syscalls],
             (Self::BtFiles, Role::Target) => &[Storm::Files],
@@ -103,6 +109,10 @@ impl Config {
         match self {
             Self::Alone => "nothing attached",
             Self::Monitor => "monitor run --pid",
+            Self::MonitorFds => "monitor run --pid --programs fds (fd tracking alone: sys_exit)",
+            Self::MonitorSched => {
+                "monitor run --pid --programs sched (on-CPU accounting alone: sched_switch)"
+            }
             Self::BtSyscalls => "bpftrace: count per syscall id + sum latency, pid filter",
             Self::BtEmpty => "bpftrace: empty probes on raw_syscalls sys_enter/sys_exit (return 1)",
             Self::FloorTp => {
@@ -131,6 +141,8 @@ pub struct Params {
     pub fault_rounds: u64,
     pub pingpong: u64,
     pub cpus: Option<String>,
+    /// Run the bpf_stats pass.
+    pub profile: bool,
 }
 
 /// Everything sections 1-3 measured.
@@ -173,6 +185,18 @@ fn attach(scratch: &Scratch, config: Config, pid: u32) -> anyhow::Result<Result<
     Ok(match config {
         Config::Alone => Ok(Attached::Nothing),
         Config::Monitor => Ok(Attached::Monitor(Monitor::start(scratch, pid, None)?)),
+        Config::MonitorFds => Ok(Attached::Monitor(Monitor::start_with(
+            scratch,
+            pid,
+            None,
+            Some("fds"),
+        )?)),
+        Config::MonitorSched => Ok(Attached::Monitor(Monitor::start_with(
+            scratch,
+            pid,
+            None,
+            Some("sched"),
+        )?)),
         Config::FloorTp => peer(Floor::attach(false).map(|f| Attached::Floor { _programs: f })),
         Config::FloorRaw => peer(Floor::attach(true).map(|f| Attached::Floor { _programs: f })),
         Config::BtSyscalls
@@ -309,6 +333,10 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Overhead> {
     }
     // Profiling pass: kernel time per program, with bpf_stats on (it adds two clock reads per
     // program run, so these runs are kept out of the timing figures above).
+    if !p.profile {
+        o.profile_error = Some("left out by --quick".into());
+        return Ok(o);
+    }
     eprintln!("bench: kernel programs' run time (bpf_stats_enabled pass)");
     match BpfStatsOn::enable() {
         Ok(_on) => {
@@ -480,6 +508,12 @@ impl Overhead {
             ),
         ] {
             let whole_job = storm == Storm::Files;
+            // monitor with only the programs this job needs, where it has such a mode.
+            let job_only = match storm {
+                Storm::Files => Some(Config::MonitorFds),
+                Storm::Pingpong => Some(Config::MonitorSched),
+                _ => None,
+            };
             let _ = writeln!(s, "### 3. {title}\n");
             s.push_str(header);
             row(
@@ -489,9 +523,16 @@ impl Overhead {
             );
             row(
                 &mut s,
-                "**monitor**, in the target",
+                "**monitor**, in the target (every program: syscalls, fds, sched, faults)",
                 self.cell(Config::Monitor, Role::Target, storm),
             );
+            if let Some(c) = job_only {
+                row(
+                    &mut s,
+                    &format!("**{}**", c.label()),
+                    self.cell(c, Role::Target, storm),
+                );
+            }
             row(&mut s, peer.label(), self.cell(peer, Role::Target, storm));
             if whole_job {
                 row(
@@ -512,10 +553,17 @@ impl Overhead {
                     self.cell(peer, Role::Other, storm),
                 );
             }
+            let _ = write!(s, "\nRatios of ns added per {}:", storm.unit());
+            if let Some(c) = job_only {
+                let _ = write!(
+                    s,
+                    " monitor with only this job's programs / bpftrace **{}**;",
+                    r(self.ratio((c, Role::Target, storm), (peer, Role::Target, storm)))
+                );
+            }
             let _ = write!(
                 s,
-                "\nRatio of ns added per {}: monitor / bpftrace **{}**",
-                storm.unit(),
+                " all of monitor / bpftrace {}",
                 r(self.ratio(
                     (Config::Monitor, Role::Target, storm),
                     (peer, Role::Target, storm)
