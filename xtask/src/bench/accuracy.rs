@@ -222,7 +222,10 @@ pub fn measure(scratch: &Scratch, quick: bool) -> anyhow::Result<Accuracy> {
             let value = match q {
                 Q::Cpu => u(&m["oncpu_seconds"]),
                 Q::Faults => u(&m["page_faults"]["total"]),
-                Q::Ctx => u(&m["context_switches"]),
+                Q::Ctx => {
+                    u(&m["context_switches"]["voluntary"])
+                        + u(&m["context_switches"]["involuntary"])
+                }
                 Q::Getppid => u(&m["syscalls"]["getppid"]),
                 Q::Opens | Q::Closes | Q::OpenErrors => {
                     let key = match q {
