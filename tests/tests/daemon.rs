@@ -404,3 +404,52 @@ fn running_slices_are_included() {
     let (w, _) = handle.join().unwrap();
     w.finish();
 }
+
+#[test]
+fn programs_left_out_export_no_series() {
+    require_root();
+    // It opens files and makes syscalls while starting: counted, they would show.
+    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "400"]);
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--programs", "sched"]);
+    let t = target_label(&d);
+    let truth = w.go();
+    // On-CPU time still matches the kernel's accounting with only sched_switch attached.
+    let oncpu = d.settled("app_oncpu_seconds_total", &[("target", &t)]);
+    assert_within(
+        "app_oncpu_seconds_total",
+        oncpu,
+        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        0.01,
+    );
+    let text = d.metrics_text();
+    for absent in [
+        "app_syscalls_total{",
+        "app_fd_opens_total{",
+        "app_fd_open_errors_total{",
+        "app_page_fault_exceptions_total{",
+    ] {
+        assert!(
+            !text.contains(absent),
+            "{absent} exported though its programs were left out:\n{text}"
+        );
+    }
+    for (program, attached) in [
+        ("sched_switch", 1.0),
+        ("sched_process_fork", 1.0),
+        ("sched_process_exit", 1.0),
+        ("sys_enter", 0.0),
+        ("sys_exit", 0.0),
+        ("page_fault_user", 0.0),
+    ] {
+        assert_eq!(
+            d.value("monitor_ebpf_attached", &[("program", program)]),
+            Some(attached),
+            "{program}"
+        );
+    }
+    assert!(
+        d.value("app_context_switches_total", &[("target", &t)])
+            .is_some()
+    );
+    w.finish();
+}

@@ -164,8 +164,8 @@ fn report(
          `/metrics` over one keep-alive connection (ureq) give p50/p99/max.\n\
          - **Accuracy (5).** For each workload: (a) `monitor stat --json -- workload ARGS` against that run's own report \
          (getrusage self + children, schedstat-based `oncpu_truth_ns`, its work counts); fd counts are the difference \
-         from a zero-work run of the same mode (start-up opens cancel). (b) `strace -f` on a second run of the same \
-         command: its per-syscall counts against monitor stat's. (c) one `workload serve` watched at once by `monitor \
+         from a zero-work run of the same mode (start-up opens cancel). (b) `strace -f`, twice, and `monitor stat` on a smaller run of the \
+         same command: per-syscall counts. (c) one `workload serve` watched at once by `monitor \
          run` (100 ms cadences, counters read when two reads 250 ms apart agree; with --quick only for spin, files and fork), process-exporter (started first, so it \
          sees the process start) and `pidstat -u -r -w -p PID 1` (sum of the one-second rates); the zero-work variant \
          runs first, then the work: counts are (after work - after zero) - (after zero - before), CPU and faults are \

@@ -593,7 +593,8 @@ impl Overhead {
         } else {
             s.push_str("| tracer | program | runs | ns per run |\n|---|---|---|---|\n");
             for (config, runs) in &self.profile {
-                for run in runs {
+                // Programs that never ran (bpftrace's probes on other fd syscalls) say nothing.
+                for run in runs.iter().filter(|r| r.run_cnt > 0) {
                     let per = if run.run_cnt > 0 {
                         format!("{:.1}", run.run_time_ns as f64 / run.run_cnt as f64)
                     } else {
