@@ -187,3 +187,22 @@ fn fds_alone_are_exact_without_the_syscall_programs() {
         m1["syscalls"]
     );
 }
+
+#[test]
+fn latency_of_calls_that_block_and_migrate_is_kept() {
+    require_root();
+    let (m, w, _) = stat_workload(&["sleeps", "--count", "20", "--millis", "20"]);
+    let n = u(&w["work"]["sleeps"]);
+    assert_eq!(u(&m["syscalls"]["nanosleep"]), n, "nanosleep calls");
+    // Each call enters on one CPU and returns on the other: a start time kept per CPU would
+    // lose or mismatch them.
+    let migrated = u(&w["work"]["migrated"]);
+    assert!(
+        migrated >= n / 2,
+        "only {migrated} of {n} sleeps returned on another CPU: this test needs two CPUs the \
+         workload may run on"
+    );
+    let truth = u(&w["work"]["sleep_ns"]) as f64 / 1e9;
+    let ours = m["syscall_seconds"]["nanosleep"].as_f64().unwrap();
+    assert_within("nanosleep seconds", ours, truth, 0.01);
+}

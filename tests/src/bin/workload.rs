@@ -132,6 +132,17 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = Nr::Getppid)]
         nr: Nr,
     },
+    /// N raw nanosleep calls of M ms each, timed around the syscall. With two CPUs allowed, a
+    /// helper thread moves the sleeper to the other CPU while it sleeps, so each call starts on
+    /// one CPU and returns on the other.
+    Sleeps {
+        /// Number of nanosleep calls.
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Milliseconds each call sleeps.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+    },
     /// Steady background load for M ms: every 10 ms open/close /dev/null, fault in a fresh page
     /// and make 100 getppid calls.
     Mixed {
@@ -174,6 +185,7 @@ impl Mode {
             Self::Pingpong { .. } => "pingpong",
             Self::Burst { .. } => "burst",
             Self::Mixed { .. } => "mixed",
+            Self::Sleeps { .. } => "sleeps",
             Self::Tree { .. } => "tree",
             Self::Serve => "serve",
         }
@@ -197,6 +209,7 @@ impl Mode {
                 nr,
             } => Ok(burst(idle_ms, millis, nr)),
             Self::Mixed { millis } => mixed(millis),
+            Self::Sleeps { count, millis } => sleeps(count, millis),
             Self::Tree { children, millis } => tree(children, millis),
             Self::Serve => bail!("serve runs other modes, not itself"),
         }
@@ -292,6 +305,14 @@ enum Work {
         closes: u64,
         pages: u64,
         syscalls: u64,
+    },
+    Sleeps {
+        sleeps: u64,
+        millis: u64,
+        /// Sum of the calls' durations as timed around each syscall.
+        sleep_ns: u64,
+        /// Calls that returned on another CPU than they entered on.
+        migrated: u64,
     },
     Tree {
         children: Vec<u32>,
@@ -836,6 +857,77 @@ fn mixed(millis: u64) -> Result<Outcome> {
             closes: ticks,
             pages: ticks,
             syscalls: ticks * MIXED_SYSCALLS_PER_TICK,
+        },
+        ns_per_op: None,
+    })
+}
+
+fn sleeps(count: u64, millis: u64) -> Result<Outcome> {
+    let allowed = allowed_cpus()?;
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is within the set's bounds.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .take(2)
+        .collect();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let nap = Duration::from_millis(millis);
+    // The mover waits on a channel (futex), never in nanosleep, so the calls counted are ours.
+    let (moves, to_move) = std::sync::mpsc::channel::<usize>();
+    let mover = thread::spawn(move || -> Result<()> {
+        let (_keep, idle) = std::sync::mpsc::channel::<()>();
+        for cpu in to_move {
+            // Half the nap in: the sleeper is in the kernel by now.
+            let _ = idle.recv_timeout(nap / 2);
+            // SAFETY: as in pin_to_cpu.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+            // SAFETY: a valid set for a thread of this process.
+            if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+                return Err(io::Error::last_os_error()).context("moving the sleeper");
+            }
+        }
+        Ok(())
+    });
+    let ts = libc::timespec {
+        tv_sec: (millis / 1000) as libc::time_t,
+        tv_nsec: ((millis % 1000) * 1_000_000) as libc::c_long,
+    };
+    let (mut sleep_ns, mut migrated) = (0u64, 0u64);
+    for i in 0..count {
+        if let [a, b] = cpus[..] {
+            let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            pin_to_cpu(from)?;
+            let _ = moves.send(to);
+        }
+        // SAFETY: sched_getcpu has no preconditions.
+        let before = unsafe { libc::sched_getcpu() };
+        let t = Instant::now();
+        // SAFETY: a valid timespec; no remainder wanted.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &ts,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        sleep_ns += t.elapsed().as_nanos() as u64;
+        ensure!(rc == 0, "nanosleep failed: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        if unsafe { libc::sched_getcpu() } != before {
+            migrated += 1;
+        }
+    }
+    drop(moves);
+    mover
+        .join()
+        .map_err(|_| anyhow!("mover thread panicked"))??;
+    Ok(Outcome {
+        work: Work::Sleeps {
+            sleeps: count,
+            millis,
+            sleep_ns,
+            migrated,
         },
         ns_per_op: None,
     })
