@@ -372,16 +372,7 @@ fn main() -> Result<()> {
     if let Mode::Serve = cli.mode {
         return serve();
     }
-    let outcome = cli.mode.run()?;
-    // Counts are already recorded, so the files opened to read /proc cannot skew them.
-    let truth = Truth::collect()?;
-    print_report(&Report {
-        pid: std::process::id(),
-        mode: cli.mode.name(),
-        work: outcome.work,
-        ns_per_op: outcome.ns_per_op,
-        truth,
-    })?;
+    run_and_report(&cli.mode)?;
     if cli.common.linger {
         linger()?;
     }
@@ -397,17 +388,23 @@ fn serve() -> Result<()> {
         }
         let parsed = ServeLine::try_parse_from(line.split_whitespace())
             .with_context(|| format!("serve: bad command {line:?}"))?;
-        let outcome = parsed.mode.run()?;
-        let truth = Truth::collect()?;
-        print_report(&Report {
-            pid: std::process::id(),
-            mode: parsed.mode.name(),
-            work: outcome.work,
-            ns_per_op: outcome.ns_per_op,
-            truth,
-        })?;
+        run_and_report(&parsed.mode)?;
     }
     Ok(())
+}
+
+/// Does the work of `mode`, then prints its report with the kernel's accounting.
+fn run_and_report(mode: &Mode) -> Result<()> {
+    let outcome = mode.run()?;
+    // Counts are already recorded, so the files opened to read /proc cannot skew them.
+    let truth = Truth::collect()?;
+    print_report(&Report {
+        pid: std::process::id(),
+        mode: mode.name(),
+        work: outcome.work,
+        ns_per_op: outcome.ns_per_op,
+        truth,
+    })
 }
 
 fn write_ready_file(path: &Path) -> Result<()> {

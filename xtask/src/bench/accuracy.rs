@@ -4,7 +4,6 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader},
     process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
@@ -16,7 +15,9 @@ use serde_json::Value;
 use super::{
     footprint::Exporter,
     tracers::Monitor,
-    util::{COMM, Proc, Scratch, Served, agent, cpu_ns, http_get, metric, status_ctxt},
+    util::{
+        COMM, Proc, Scratch, Served, agent, cpu_ns, http_get, line_channel, metric, status_ctxt,
+    },
 };
 
 /// Cadences for the accuracy runs of `monitor run`, so counters settle quickly.
@@ -430,14 +431,7 @@ impl Pidstat {
             "pidstat",
         )?;
         let stdout = proc.child().stdout.take().context("pidstat stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(stdout);
         Ok(Self { proc, lines })
     }
 

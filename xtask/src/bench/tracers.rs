@@ -4,7 +4,6 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs,
-    io::{BufRead as _, BufReader},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::{Command, Stdio},
     sync::mpsc,
@@ -13,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::util::{Proc, Scratch, agent, free_port, http_get, metric, tail};
+use super::util::{Proc, Scratch, agent, free_port, http_get, line_channel, metric, tail};
 
 /// `monitor run --pid PID` on a free loopback port, up and attached.
 pub struct Monitor {
@@ -147,14 +146,7 @@ impl Bpftrace {
             "bpftrace",
         )?;
         let stdout = proc.child().stdout.take().context("bpftrace stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(stdout);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match lines.recv_timeout(Duration::from_millis(100)) {
