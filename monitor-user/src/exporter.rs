@@ -284,11 +284,10 @@ impl Exporter {
         e.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        for p in crate::ebpf::probes::PROGRAMS {
-            let attached = ebpf_wanted && programs.iter().any(|s| s.name == p.0 && s.attached());
+        for &(name, _) in crate::ebpf::probes::PROGRAMS {
             e.ebpf_attached
-                .with_label_values(&[p.0])
-                .set(attached as i64);
+                .with_label_values(&[name])
+                .set(on(name) as i64);
         }
         e.syscall_latency_lost
             .with_label_values(&[target])
