@@ -1,7 +1,6 @@
 //! Children that are always reaped, the workload under a name of its own, statistics, /proc
 //! readers and a small Prometheus text parser.
 use std::{
-    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     net::TcpListener,
@@ -259,59 +258,20 @@ pub fn status_ctxt(pid: u32) -> anyhow::Result<u64> {
 
 /// Sum of every sample of `name` whose labels include all of `labels`; None if there is none.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
     let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') {
+    for sample in &scrape.samples {
+        if sample.metric != name || !labels.iter().all(|(k, v)| sample.labels.get(k) == Some(*v)) {
             continue;
         }
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(v) => v,
-            None => continue,
-        };
-        let (metric_name, label_text) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric_name != name {
-            continue;
-        }
-        let have = parse_labels(label_text);
-        if labels
-            .iter()
-            .all(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
-            && let Ok(v) = value.parse::<f64>()
+        if let prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) = sample.value
         {
             *found.get_or_insert(0.0) += v;
         }
     }
     found
-}
-
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, e)) = chars.next() {
-                        value.push(e);
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        out.insert(key.trim_start_matches(',').trim().to_string(), value);
-        rest = &after[end..];
-    }
-    out
 }
 
 /// GET with a short timeout; the body, or an error.
@@ -393,5 +353,41 @@ pub fn num(v: f64) -> String {
         format!("{v:.2}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn metric_sums_the_matching_series() {
+        let text = "\
+# HELP app_syscalls_total Syscalls.
+# TYPE app_syscalls_total counter
+app_syscalls_total{syscall=\"getppid\",target=\"a\"} 3
+app_syscalls_total{syscall=\"read\",target=\"a\"} 4
+app_syscalls_total{syscall=\"read\",target=\"b\"} 100
+# TYPE namedprocess_namegroup_cpu_seconds_total counter
+namedprocess_namegroup_cpu_seconds_total{groupname=\"wl\",mode=\"system\"} 0.25
+namedprocess_namegroup_cpu_seconds_total{groupname=\"wl\",mode=\"user\"} 1.5
+";
+        assert_eq!(
+            metric(text, "app_syscalls_total", &[("target", "a")]),
+            Some(7.0)
+        );
+        assert_eq!(
+            metric(text, "app_syscalls_total", &[("syscall", "getppid")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            metric(
+                text,
+                "namedprocess_namegroup_cpu_seconds_total",
+                &[("groupname", "wl")]
+            ),
+            Some(1.75)
+        );
+        assert_eq!(metric(text, "app_up", &[]), None);
     }
 }
