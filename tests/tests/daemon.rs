@@ -30,7 +30,7 @@ fn run_metrics_match_the_workloads_truth() {
     assert_within(
         "app_oncpu_seconds_total",
         oncpu,
-        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        oncpu_truth_seconds(&truth),
         0.01,
     );
     // The lingering main thread: /proc/PID/schedstat of a live thread is below the total.
@@ -106,7 +106,7 @@ fn forked_children_join_the_target() {
     assert_within(
         "on-CPU with children",
         oncpu,
-        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        oncpu_truth_seconds(&truth),
         0.01,
     );
     w.finish();
@@ -233,7 +233,7 @@ fn proc_only_mode_reports_cpu_and_marks_ebpf_off() {
     );
     // /proc/PID/stat utime+stime is in clock ticks (10 ms): allow two ticks per thread.
     let oncpu = d.settled("app_oncpu_seconds_total", &[("target", &t)]);
-    let truth_s = u(&truth["oncpu_truth_ns"]) as f64 / 1e9;
+    let truth_s = oncpu_truth_seconds(&truth);
     assert!(
         (oncpu - truth_s).abs() <= 0.04,
         "/proc-only on-CPU {oncpu} vs {truth_s}"
@@ -418,7 +418,7 @@ fn programs_left_out_export_no_series() {
     assert_within(
         "app_oncpu_seconds_total",
         oncpu,
-        u(&truth["oncpu_truth_ns"]) as f64 / 1e9,
+        oncpu_truth_seconds(&truth),
         0.01,
     );
     let text = d.metrics_text();

@@ -77,7 +77,7 @@ fn prometheus_scrapes_oncpu_matching_the_workloads_truth() {
     );
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--name", "seed"]);
     let truth = w.go();
-    let truth_s = u(&truth["oncpu_truth_ns"]) as f64 / 1e9;
+    let truth_s = oncpu_truth_seconds(&truth);
     let served = d.settled("app_oncpu_seconds_total", &[("target", "seed")]);
     assert_within("served app_oncpu_seconds_total", served, truth_s, 0.01);
 

@@ -18,7 +18,7 @@ fn oncpu_matches_getrusage_within_one_percent() {
         assert_within(
             &format!("on-CPU of {args:?}"),
             m["oncpu_seconds"].as_f64().unwrap(),
-            u(&w["oncpu_truth_ns"]) as f64 / 1e9,
+            oncpu_truth_seconds(&w),
             0.01,
         );
     }
@@ -145,7 +145,7 @@ fn forking_workload_is_counted_with_its_children() {
     assert_within(
         "on-CPU of parent and children",
         m["oncpu_seconds"].as_f64().unwrap(),
-        u(&w["oncpu_truth_ns"]) as f64 / 1e9,
+        oncpu_truth_seconds(&w),
         0.01,
     );
     assert_within(

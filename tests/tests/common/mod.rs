@@ -84,6 +84,11 @@ pub fn u(v: &Value) -> u64 {
         .unwrap_or_else(|| panic!("not an unsigned number: {v}"))
 }
 
+/// The workload's on-CPU seconds by the scheduler's own accounting (schedstat, getrusage).
+pub fn oncpu_truth_seconds(report: &Value) -> f64 {
+    u(&report["oncpu_truth_ns"]) as f64 / 1e9
+}
+
 /// Total faults the kernel accounted to the workload and its reaped children (getrusage).
 pub fn rusage_faults(w: &Value) -> u64 {
     ["rusage_self", "rusage_children"]
