@@ -53,6 +53,11 @@ pub mod globals {
     /// 1 when sys_enter is attached (counts and start times); 0 when only sys_exit runs, for
     /// fd counts alone.
     pub const SYS_ENTER_ATTACHED: &str = "SYS_ENTER_ATTACHED";
+    /// Byte offset of the task's scheduler state (`__state` since 5.14, `state` before), read by
+    /// the sched_switch variant for kernels whose tracepoint does not pass `prev_state` (< 5.18).
+    pub const TASK_STATE_OFFSET: &str = "TASK_STATE_OFFSET";
+    /// Byte offset of `group_leader` in `struct task_struct`, read by sched_process_free.
+    pub const TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
 }
 
 /// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.

@@ -12,32 +12,52 @@ use monitor_common::{ProcessStats, ThreadStats};
 
 use crate::{
     maps::{PROCESS_STATS, THREAD_STATS, counters, leave_targets, target_slot},
-    task::task_oncpu_ns,
+    task::{task_oncpu_ns, task_state},
 };
 
 // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+// since 5.18 (fa2c3254d7cf); the same without prev_state before.
 const ARG_PREEMPT: usize = 0;
 const ARG_PREV: usize = 1;
 const ARG_PREV_STATE: usize = 3;
 /// include/linux/sched.h: the state of a task switching out for the last time.
 const TASK_DEAD: u64 = 0x80;
 
+/// For kernels whose sched_switch passes `prev_state` (5.18 and later).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
-    let _ = try_sched_switch(&ctx);
+    let _ = try_sched_switch(&ctx, StateFrom::Argument);
     0
 }
 
-fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// For kernels whose sched_switch has three arguments (before 5.18): the state is read from the
+/// task, as those kernels' own tracepoint did. Reading argument 3 there would fail the attach.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch_task_state(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sched_switch(&ctx, StateFrom::Task);
+    0
+}
+
+#[derive(Clone, Copy)]
+enum StateFrom {
+    Argument,
+    Task,
+}
+
+#[inline(always)]
+fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     if let Some(slot) = target_slot(prev_tgid) {
+        let prev: *const u8 = ctx.arg(ARG_PREV);
         // The kernel counts a switch as voluntary when the task blocks (not preempted and no
         // longer TASK_RUNNING), the same rule as /proc/PID/status voluntary_ctxt_switches.
         let preempt: u64 = ctx.arg(ARG_PREEMPT);
-        let prev_state: u64 = ctx.arg(ARG_PREV_STATE);
+        let prev_state: u64 = match state_from {
+            StateFrom::Argument => ctx.arg(ARG_PREV_STATE),
+            StateFrom::Task => task_state(prev)?,
+        };
         let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
-        let prev: *const u8 = ctx.arg(ARG_PREV);
         account(
             slot,
             prev_tid,

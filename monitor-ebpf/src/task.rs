@@ -63,3 +63,32 @@ pub fn task_oncpu_ns(task: *const u8) -> Result<u64, i64> {
     // SAFETY: as in task_ids.
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.map_err(i64::from)
 }
+
+#[unsafe(no_mangle)]
+static TASK_STATE_OFFSET: u32 = 0;
+
+/// The task's scheduler state word (`__state`, or `state` before 5.14, where it is a `long`
+/// whose low 32 bits are the same bits on little-endian). Used where sched_switch does not pass
+/// `prev_state` (before 5.18): it is the same read those kernels' own tracepoint made.
+#[inline(always)]
+pub fn task_state(task: *const u8) -> Result<u64, i64> {
+    // SAFETY: as in task_ids.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_STATE_OFFSET) } as usize;
+    // SAFETY: as in task_ids.
+    let state: u32 = unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u32) }?;
+    Ok(u64::from(state))
+}
+
+#[unsafe(no_mangle)]
+static TASK_GROUP_LEADER_OFFSET: u32 = 0;
+
+/// Whether `task` leads its thread group. A thread that execs takes over its leader's pid; the
+/// old leader it replaces is freed with that pid but no longer leads the group.
+#[inline(always)]
+pub fn is_group_leader(task: *const u8) -> Result<bool, i64> {
+    // SAFETY: as in task_ids.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_GROUP_LEADER_OFFSET) } as usize;
+    // SAFETY: as in task_ids.
+    let leader: u64 = unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }?;
+    Ok(leader == task as u64)
+}

@@ -4,7 +4,7 @@ use std::{path::Path, process::ExitCode};
 use caps::{CapSet, Capability};
 
 use crate::ebpf::{
-    btf::{TaskOffsets, VMLINUX_BTF},
+    btf::{KernelBtf, VMLINUX_BTF},
     probes::Probes,
 };
 
@@ -27,14 +27,24 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     push(true, "kernel", release.trim().to_string());
 
-    let btf = TaskOffsets::from_btf_file(Path::new(VMLINUX_BTF));
+    let btf = KernelBtf::from_btf_file(Path::new(VMLINUX_BTF));
+    let args = |n: Option<usize>| n.map_or("no prototype".to_string(), |n| format!("{n} args"));
     push(
         btf.is_ok(),
         "BTF",
         match &btf {
-            Ok(o) => format!(
-                "{VMLINUX_BTF}: task_struct pid@{} tgid@{} min_flt@{} maj_flt@{}",
-                o.pid, o.tgid, o.min_flt, o.maj_flt
+            Ok(KernelBtf {
+                offsets: o,
+                tracepoints: t,
+            }) => format!(
+                "{VMLINUX_BTF}: task_struct pid@{} tgid@{} min_flt@{} maj_flt@{} state@{}; sched_switch {}, sched_process_exit {}",
+                o.pid,
+                o.tgid,
+                o.min_flt,
+                o.maj_flt,
+                o.state,
+                args(t.sched_switch),
+                args(t.sched_process_exit)
             ),
             Err(e) => format!(
                 "{e}; monitor needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, or run with --no-ebpf"
@@ -78,6 +88,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
         unpriv.trim().to_string(),
     );
 
+    if std::env::var_os(crate::ebpf::probes::COMPAT_VARIANTS_ENV).is_some_and(|v| v == "1") {
+        push(
+            true,
+            "program variants",
+            format!(
+                "{}=1: the variants for the oldest kernels, whatever this one passes",
+                crate::ebpf::probes::COMPAT_VARIANTS_ENV
+            ),
+        );
+    }
     let mut all_ok = btf.is_ok() && bpf_ok;
     match Probes::load(&Default::default()) {
         Ok(probes) => {
@@ -88,7 +108,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     &format!("program {}", p.name),
                     p.error
                         .clone()
-                        .unwrap_or_else(|| "attached (raw tracepoint)".into()),
+                        .unwrap_or_else(|| format!("attached: {}", p.mechanism)),
                 );
             }
         }

@@ -284,7 +284,7 @@ impl Exporter {
         e.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        for &(name, _) in crate::ebpf::probes::PROGRAMS {
+        for &name in crate::ebpf::probes::PROGRAMS {
             e.ebpf_attached
                 .with_label_values(&[name])
                 .set(on(name) as i64);

@@ -156,6 +156,43 @@ fn forking_workload_is_counted_with_its_children() {
     );
 }
 
+/// Children whose threads are all still running when the child exits: exit_group kills them at
+/// once on both CPUs, so several threads of one process are in their exit path together. That is
+/// where a kernel that does not say which thread is the last of its group (before 6.16) could
+/// take the process out of the target set before its last thread was accounted.
+#[test]
+fn threads_exiting_together_are_all_counted() {
+    require_root();
+    let (m, w, code) = stat_workload(&[
+        "fork",
+        "--children",
+        "3",
+        "--threads",
+        "4",
+        "--millis",
+        "200",
+        "--pages",
+        "2000",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(u(&m["processes_forked"]), 3);
+    assert_eq!(u(&m["syscalls"]["getppid"]), 3000);
+    assert_within(
+        "on-CPU of children whose threads exit together",
+        m["oncpu_seconds"].as_f64().unwrap(),
+        oncpu_truth_seconds(&w),
+        0.01,
+    );
+    // 3 children x 4 threads x 2000 pages, every one faulted by a thread killed at exit.
+    assert!(rusage_faults(&w) >= 24_000, "{}", rusage_faults(&w));
+    assert_within(
+        "faults of threads that exit together",
+        u(&m["page_faults"]["total"]) as f64,
+        rusage_faults(&w) as f64,
+        0.02,
+    );
+}
+
 #[test]
 fn stat_exits_with_the_commands_exit_code() {
     require_root();

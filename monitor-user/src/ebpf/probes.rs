@@ -9,21 +9,88 @@ use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
 use monitor_common::globals;
 use tracing::{debug, info, warn};
 
-use super::{btf::TaskOffsets, btf::VMLINUX_BTF, maps::KernelMaps, selection::Selection};
+use super::{
+    btf::{KernelBtf, TracepointArgs, VMLINUX_BTF},
+    maps::KernelMaps,
+    selection::Selection,
+};
 
 /// The kernel object built by build.rs from monitor-ebpf.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
-/// (program, raw tracepoint) pairs; the program names are the functions in monitor-ebpf.
-pub const PROGRAMS: &[(&str, &str)] = &[
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("sched_switch", "sched_switch"),
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exit", "sched_process_exit"),
-    ("page_fault_user", "page_fault_user"),
-    ("page_fault_kernel", "page_fault_kernel"),
+/// The programs, as `--programs` selects them, `monitor check` lists them and
+/// `monitor_ebpf_attached{program}` labels them. Each is one or two functions of monitor-ebpf,
+/// picked for the running kernel by [`variant`].
+pub const PROGRAMS: &[&str] = &[
+    "sys_enter",
+    "sys_exit",
+    "sched_switch",
+    "sched_process_fork",
+    "sched_process_exit",
+    "page_fault_user",
+    "page_fault_kernel",
 ];
+
+/// Set to 1 to take the variants for the oldest kernels even where newer ones fit (they are
+/// correct on every kernel), so a new kernel's test run covers them too.
+pub const COMPAT_VARIANTS_ENV: &str = "MONITOR_COMPAT_VARIANTS";
+
+/// How a program is realised on this kernel: the monitor-ebpf functions to load with the raw
+/// tracepoint each attaches to, and what `monitor check` says of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub parts: &'static [(&'static str, &'static str)],
+    pub mechanism: &'static str,
+}
+
+/// The variant of `program` that fits the tracepoint prototypes of the running kernel. Variants
+/// never read an argument the kernel does not pass (that attach fails with EINVAL), and what an
+/// older kernel does not pass is derived from the task (see monitor-ebpf's sched.rs, targets.rs).
+pub fn variant(program: &'static str, args: &TracepointArgs, compat: bool) -> Variant {
+    let newest = |n: Option<usize>, since: usize| !compat && n.is_some_and(|n| n >= since);
+    match program {
+        "sched_switch" if newest(args.sched_switch, 4) => Variant {
+            parts: &[("sched_switch", "sched_switch")],
+            mechanism: "raw tracepoint sched_switch, prev_state from its 4th argument (5.18+)",
+        },
+        "sched_switch" => Variant {
+            parts: &[("sched_switch_task_state", "sched_switch")],
+            mechanism: "raw tracepoint sched_switch (3 arguments), prev_state read from task_struct",
+        },
+        "sched_process_exit" if newest(args.sched_process_exit, 2) => Variant {
+            parts: &[("sched_process_exit", "sched_process_exit")],
+            mechanism: "raw tracepoint sched_process_exit, group_dead from its 2nd argument (6.16+)",
+        },
+        "sched_process_exit" => Variant {
+            parts: &[
+                ("sched_process_exit_thread", "sched_process_exit"),
+                ("sched_process_free", "sched_process_free"),
+            ],
+            mechanism: "raw tracepoints sched_process_exit (1 argument) + sched_process_free: a process ends when its group leader is freed",
+        },
+        "sys_enter" => Variant {
+            parts: &[("sys_enter", "sys_enter")],
+            mechanism: "raw tracepoint sys_enter",
+        },
+        "sys_exit" => Variant {
+            parts: &[("sys_exit", "sys_exit")],
+            mechanism: "raw tracepoint sys_exit",
+        },
+        "sched_process_fork" => Variant {
+            parts: &[("sched_process_fork", "sched_process_fork")],
+            mechanism: "raw tracepoint sched_process_fork",
+        },
+        "page_fault_user" => Variant {
+            parts: &[("page_fault_user", "page_fault_user")],
+            mechanism: "raw tracepoint page_fault_user",
+        },
+        "page_fault_kernel" => Variant {
+            parts: &[("page_fault_kernel", "page_fault_kernel")],
+            mechanism: "raw tracepoint page_fault_kernel",
+        },
+        other => unreachable!("{other} is not in PROGRAMS"),
+    }
+}
 
 /// Programs without which the target set cannot follow forks and exits: if they fail, nothing
 /// the others count can be attributed correctly.
@@ -32,6 +99,8 @@ const ESSENTIAL: &[&str] = &["sched_process_fork", "sched_process_exit"];
 #[derive(Clone, Debug)]
 pub struct ProgramStatus {
     pub name: &'static str,
+    /// How it is attached on this kernel (`monitor check` prints it).
+    pub mechanism: &'static str,
     /// Asked for (`--programs`); a program left out is neither loaded nor attached.
     pub enabled: bool,
     /// None when attached (or left out); the reason otherwise.
@@ -58,7 +127,9 @@ impl Probes {
     /// (no BTF, the kernel refuses to load, or the fork/exit followers cannot attach).
     pub fn load(selection: &Selection) -> anyhow::Result<Self> {
         raise_memlock_limit();
-        let offsets = TaskOffsets::from_btf_file(Path::new(VMLINUX_BTF))?;
+        let kernel = KernelBtf::from_btf_file(Path::new(VMLINUX_BTF))?;
+        let offsets = kernel.offsets;
+        let compat = std::env::var_os(COMPAT_VARIANTS_ENV).is_some_and(|v| v == "1");
         // Parsing the kernel's BTF took tens of MB of small allocations, all freed now: return
         // them, or they stay in the daemon's RSS.
         release_free_heap();
@@ -72,6 +143,12 @@ impl Probes {
             .override_global(
                 globals::TASK_SUM_EXEC_OFFSET,
                 &offsets.sum_exec_runtime,
+                true,
+            )
+            .override_global(globals::TASK_STATE_OFFSET, &offsets.state, true)
+            .override_global(
+                globals::TASK_GROUP_LEADER_OFFSET,
+                &offsets.group_leader,
                 true,
             )
             .override_global(
@@ -89,25 +166,31 @@ impl Probes {
             }
         };
         let mut programs = Vec::with_capacity(PROGRAMS.len());
-        for &(name, tracepoint) in PROGRAMS {
+        for &name in PROGRAMS {
+            let variant = variant(name, &kernel.tracepoints, compat);
             if !selection.wants(name) {
                 info!(program = name, "left out (--programs)");
                 programs.push(ProgramStatus {
                     name,
+                    mechanism: variant.mechanism,
                     enabled: false,
                     error: None,
                 });
                 continue;
             }
-            let error = attach(&mut ebpf, name, tracepoint)
+            let error = variant
+                .parts
+                .iter()
+                .try_for_each(|&(function, tracepoint)| attach(&mut ebpf, function, tracepoint))
                 .err()
                 .map(|e| format!("{e:#}"));
             match &error {
-                None => info!(program = name, "attached"),
+                None => info!(program = name, mechanism = variant.mechanism, "attached"),
                 Some(e) => warn!(program = name, "not attached: {e}"),
             }
             programs.push(ProgramStatus {
                 name,
+                mechanism: variant.mechanism,
                 enabled: true,
                 error,
             });
@@ -193,5 +276,60 @@ fn raise_memlock_limit() {
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         debug!("could not raise RLIMIT_MEMLOCK; map creation may fail on kernels before 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: TracepointArgs = TracepointArgs {
+        sched_switch: Some(3),
+        sched_process_exit: Some(1),
+    };
+    const NEW: TracepointArgs = TracepointArgs {
+        sched_switch: Some(4),
+        sched_process_exit: Some(2),
+    };
+    const UNKNOWN: TracepointArgs = TracepointArgs {
+        sched_switch: None,
+        sched_process_exit: None,
+    };
+
+    fn functions(args: &TracepointArgs, compat: bool) -> Vec<&'static str> {
+        PROGRAMS
+            .iter()
+            .flat_map(|p| variant(p, args, compat).parts.iter().map(|&(f, _)| f))
+            .collect()
+    }
+
+    #[test]
+    fn newest_variants_where_the_arguments_exist() {
+        let f = functions(&NEW, false);
+        assert!(f.contains(&"sched_switch") && f.contains(&"sched_process_exit"));
+        assert!(!f.contains(&"sched_process_free"));
+    }
+
+    #[test]
+    fn old_kernels_and_unknown_prototypes_get_the_variants_that_read_fewest_arguments() {
+        for args in [
+            OLD,
+            UNKNOWN,
+            TracepointArgs {
+                sched_switch: Some(4),
+                ..OLD
+            },
+        ] {
+            let f = functions(&args, false);
+            assert!(f.contains(&"sched_process_exit_thread") && f.contains(&"sched_process_free"));
+            assert!(!f.contains(&"sched_process_exit"));
+        }
+        let f = functions(&OLD, false);
+        assert!(f.contains(&"sched_switch_task_state") && !f.contains(&"sched_switch"));
+    }
+
+    #[test]
+    fn compat_forces_the_old_variants_on_a_new_kernel() {
+        assert_eq!(functions(&NEW, true), functions(&OLD, false));
     }
 }

@@ -110,6 +110,10 @@ enum Mode {
         /// Anonymous pages each child maps and touches (one fault each).
         #[arg(long, value_name = "P", default_value_t = 0)]
         pages: usize,
+        /// Threads per child. The extra ones spin and touch their own P pages too, and are still
+        /// spinning when the child exits (exit_group kills them all at once, on every CPU).
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        threads: usize,
     },
     /// Two threads bounce one byte over two pipes R times, optionally pinned to CPUs A and B.
     Pingpong {
@@ -201,7 +205,8 @@ impl Mode {
                 children,
                 millis,
                 pages,
-            } => fork_children(children, millis, pages),
+                threads,
+            } => fork_children(children, millis, pages, threads),
             Self::Pingpong { rounds, cpus } => pingpong(rounds, cpus),
             Self::Burst {
                 idle_ms,
@@ -653,13 +658,13 @@ fn faults(pages: usize, rounds: usize) -> Result<Outcome> {
     })
 }
 
-fn fork_children(children: usize, millis: u64, pages: usize) -> Result<Outcome> {
+fn fork_children(children: usize, millis: u64, pages: usize, threads: usize) -> Result<Outcome> {
     let dur = Duration::from_millis(millis);
     let page_size = page_size()?;
     let len = pages.checked_mul(page_size).context("--pages too large")?;
     let mut pids = Vec::with_capacity(children);
     for _ in 0..children {
-        match fork_spinner(dur, len, page_size) {
+        match fork_spinner(dur, len, page_size, threads) {
             Ok(pid) => pids.push(pid),
             Err(e) => {
                 // Reap what we started so no child outlives a failed run; the fork error matters more.
@@ -679,17 +684,45 @@ fn fork_children(children: usize, millis: u64, pages: usize) -> Result<Outcome> 
     })
 }
 
-fn fork_spinner(dur: Duration, len: usize, page_size: usize) -> Result<libc::pid_t> {
-    // SAFETY: this process is single-threaded here, and the child only spins, makes raw
-    // syscalls and `_exit`s: no allocation, locks or unwinding after the fork.
+fn fork_spinner(
+    dur: Duration,
+    len: usize,
+    page_size: usize,
+    threads: usize,
+) -> Result<libc::pid_t> {
+    // SAFETY: this process is single-threaded here, so no lock is held across the fork and the
+    // child may allocate (to start its threads); it never unwinds and leaves with `_exit`.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()).context("fork"),
-        0 => child_main(dur, len, page_size),
+        0 => child_main(dur, len, page_size, threads),
         pid => Ok(pid),
     }
 }
 
-fn child_main(dur: Duration, len: usize, page_size: usize) -> ! {
+fn child_main(dur: Duration, len: usize, page_size: usize, threads: usize) -> ! {
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 1..threads {
+        let ready = ready.clone();
+        let spawned = std::thread::Builder::new().spawn(move || {
+            spin_for(dur);
+            if len > 0 {
+                match AnonPages::map(len) {
+                    Ok(mut region) => region.touch(page_size),
+                    // SAFETY: as below.
+                    Err(_) => unsafe { libc::_exit(1) },
+                }
+            }
+            ready.fetch_add(1, std::sync::atomic::Ordering::Release);
+            // Still running when the main thread exits the process.
+            loop {
+                spin_for(Duration::from_millis(10));
+            }
+        });
+        if spawned.is_err() {
+            // SAFETY: as below.
+            unsafe { libc::_exit(1) }
+        }
+    }
     spin_for(dur);
     // mmap/munmap are raw syscalls; only a failure would allocate (for its error message).
     if len > 0 {
@@ -701,6 +734,9 @@ fn child_main(dur: Duration, len: usize, page_size: usize) -> ! {
     }
     for _ in 0..CHILD_SYSCALLS {
         black_box(raw_syscall(Nr::Getppid));
+    }
+    while ready.load(std::sync::atomic::Ordering::Acquire) + 1 < threads {
+        std::thread::yield_now();
     }
     // SAFETY: `_exit` skips the parent's atexit handlers and stdio buffers, which the child
     // must not run or flush a second time.
