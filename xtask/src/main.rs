@@ -4,6 +4,7 @@
 //! README's two commands work from a clean clone.
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +42,13 @@ enum Cmd {
     Test,
     /// House checks: rustfmt, clippy -D warnings on the user crates and on the kernel crate.
     Lint,
+    /// Boot Debian's stock cloud kernels in QEMU (TCG) and run the VM suite in each against this
+    /// host's release binaries, for what the kernel programs do on kernels other than the host's.
+    VmTest {
+        /// Which kernel: 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie), or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Measure overhead and footprint; writes BENCHMARKS.md.
     Bench {
         /// A shorter run (under two minutes).
@@ -77,6 +85,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lint => {
             let tools = setup::toolchain()?;
             lint(&tools)
+        }
+        Cmd::VmTest { kernel } => {
+            let tools = setup::toolchain()?;
+            build(&tools)?;
+            vm::run(&kernel)
         }
         Cmd::Bench { quick } => {
             let tools = setup::toolchain()?;

@@ -26,6 +26,15 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "sysstat",
+    // vm-test: QEMU, the guest's busybox, the initramfs tools, and what building virtiofsd
+    // (Debian 12 has no package of it) links against.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "xz-utils",
+    "libcap-ng-dev",
+    "libseccomp-dev",
 ];
 
 pub struct Tools {
