@@ -102,6 +102,20 @@ pub fn build(kernel: &Extracted) -> anyhow::Result<(PathBuf, Vec<String>)> {
     cpio(&staging, &partial)?;
     std::fs::rename(&partial, &out)
         .with_context(|| format!("moving {} to {}", partial.display(), out.display()))?;
+    // Archives of earlier harness versions are never used again.
+    for stale in std::fs::read_dir(&kernel.dir)
+        .with_context(|| format!("listing {}", kernel.dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| *p != out)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("initramfs-") && n.ends_with(".cpio"))
+        })
+    {
+        let _ = std::fs::remove_file(stale);
+    }
     std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     Ok((out, names))
 }
@@ -341,6 +355,8 @@ mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# A newline first: the firmware's last line ("Booting from ROM..") has none.
+echo
 echo "vm-test: kernel $(uname -r), $(nproc) CPUs"
 {loads}
 mount -t virtiofs -o ro {ROOT_TAG} /host || fail "mounting the host root (virtio-fs tag {ROOT_TAG})"

@@ -72,7 +72,8 @@ pub fn fetch(kernel: &Kernel) -> anyhow::Result<Extracted> {
         .and_then(|()| apt.resolve(METAPACKAGE))
         .with_context(|| {
             format!(
-                "resolving Debian {}'s {METAPACKAGE} (kernel {}) from {}",
+                "resolving {METAPACKAGE} of Debian {} (kernel {}) from {} (is the mirror \
+                 reachable?)",
                 kernel.suite,
                 kernel.version,
                 mirror()
@@ -228,54 +229,58 @@ impl PrivateApt {
         })
     }
 
-    fn command(&self, program: &str) -> Command {
+    /// Runs `apt-get`/`apt-cache` with our configuration; on failure, the error names the suite,
+    /// the command and what apt said.
+    fn run(&self, program: &str, args: &[&str], cwd: Option<&Path>) -> anyhow::Result<String> {
         let mut cmd = Command::new(program);
-        cmd.env("APT_CONFIG", &self.config).env("LC_ALL", "C");
-        cmd
+        cmd.args(args)
+            .env("APT_CONFIG", &self.config)
+            .env("LC_ALL", "C");
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let shown = format!(
+            "APT_CONFIG={} {program} {}",
+            self.config.display(),
+            args.join(" ")
+        );
+        let out = cmd
+            .output()
+            .with_context(|| format!("starting `{shown}`"))?;
+        if !out.status.success() {
+            bail!(
+                "`{shown}` failed for Debian {} ({}): {}",
+                self.suite,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn update(&self) -> anyhow::Result<()> {
-        let mut cmd = self.command("apt-get");
-        cmd.args(["update", "-qq"]);
-        super::status(&mut cmd).with_context(|| {
-            format!(
-                "`APT_CONFIG={} apt-get update` for suite {} failed (is the Debian mirror reachable?)",
-                self.config.display(),
-                self.suite
-            )
-        })
+        self.run("apt-get", &["update", "-qq"], None).map(drop)
     }
 
     /// The versioned image package the metapackage depends on, and its version.
     fn resolve(&self, metapackage: &str) -> anyhow::Result<(String, String)> {
-        let mut cmd = self.command("apt-cache");
-        cmd.args(["show", "--no-all-versions", metapackage]);
-        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-        if !out.status.success() {
-            bail!(
-                "`apt-cache show {metapackage}` for suite {} failed: {}",
-                self.suite,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        parse_image_dependency(&String::from_utf8_lossy(&out.stdout)).with_context(|| {
+        let show = self.run(
+            "apt-cache",
+            &["show", "--no-all-versions", metapackage],
+            None,
+        )?;
+        parse_image_dependency(&show).with_context(|| {
             format!(
-                "reading which kernel {metapackage} depends on in suite {}",
+                "reading which kernel {metapackage} depends on in Debian {}",
                 self.suite
             )
         })
     }
 
     fn download(&self, package: &str, version: &str, into: &Path) -> anyhow::Result<()> {
-        let mut cmd = self.command("apt-get");
-        cmd.args(["download", "-qq", &format!("{package}={version}")])
-            .current_dir(into);
-        super::status(&mut cmd).with_context(|| {
-            format!(
-                "`apt-get download {package}={version}` for suite {} failed",
-                self.suite
-            )
-        })
+        let wanted = format!("{package}={version}");
+        self.run("apt-get", &["download", "-qq", &wanted], Some(into))
+            .map(drop)
     }
 }
 

@@ -37,13 +37,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const GUEST_RESULTS: &str = "/run/vm-results";
 
 /// The `vm-test` entry: the suite of suite.rs on the selected kernels (`5.10`, `6.1`, `6.12` or
-/// `all`).
+/// `all`). `MONITOR_VM_SUITE=<file>` runs that shell script instead, to try one without
+/// rebuilding xtask.
 pub fn run(selector: &str) -> anyhow::Result<()> {
-    let script = suite::script(
-        &release_bin("monitor"),
-        &release_bin("workload"),
-        &tests_dir(),
-    );
+    let script = match std::env::var_os("MONITOR_VM_SUITE") {
+        Some(file) => std::fs::read_to_string(&file)
+            .with_context(|| format!("reading MONITOR_VM_SUITE={}", file.to_string_lossy()))?,
+        None => suite::script(
+            &release_bin("monitor"),
+            &release_bin("workload"),
+            &tests_dir(),
+        ),
+    };
     run_suite(selector, &script)
 }
 
@@ -290,7 +295,10 @@ pub fn summarize(outcomes: &[Outcome]) -> anyhow::Result<()> {
         let detail = match (&o.failure, o.exit_code) {
             (None, _) => "exit 0".to_string(),
             (Some(_), Some(code)) => format!("exit {code}"),
-            (Some(why), None) => why.lines().next().unwrap_or_default().to_string(),
+            (Some(why), None) => {
+                let first = why.lines().next().unwrap_or_default();
+                first.split("; last ").next().unwrap_or(first).to_string()
+            }
         };
         eprintln!(
             "  {:<5} {verdict}  {package}, boot {boot}: {detail}",

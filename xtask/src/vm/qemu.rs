@@ -192,7 +192,7 @@ fn qemu_command(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> C
         .arg(spec.vmlinuz)
         .arg("-initrd")
         .arg(spec.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args(["-append", "console=ttyS0 panic=-1 loglevel=5 edd=off"])
         .args([
             "-chardev",
             &format!("socket,id=fsroot,path={}", root_socket.display()),
