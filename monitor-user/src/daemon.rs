@@ -90,7 +90,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         let events = EventLog::new(config.alerting.events_kept);
         let alerting = Alerting::new(&config, &name, &instance, events.clone(), notifier.clone());
-        match privileges::drop_unneeded() {
+        let keep_bpf = collector
+            .probes_mut()
+            .is_some_and(|p| privileges::map_access_needs_cap_bpf(&p.maps));
+        if keep_bpf {
+            info!(
+                "this kernel checks CAP_BPF on every map access (before 6.5): keeping CAP_BPF to update the target set"
+            );
+        }
+        match privileges::drop_unneeded(keep_bpf) {
             Ok(kept) => info!(?kept, "dropped capabilities not needed after attaching"),
             Err(e) => warn!("could not drop capabilities: {e}"),
         }

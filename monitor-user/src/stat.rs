@@ -45,6 +45,31 @@ pub struct Report {
     pub peak_rss_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// A launched command's resource usage as wait4(2) returned it: what the kernel accounted to
+    /// the command and the children it reaped over their whole lives, exit paths included (the
+    /// figures `time` and `perf stat` print). An independent reading of the same kernel
+    /// accounting the counts above are built from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait4: Option<Wait4Usage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Wait4Usage {
+    /// ru_utime + ru_stime (microsecond resolution).
+    pub oncpu_seconds: f64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+}
+
+impl From<&libc::rusage> for Wait4Usage {
+    fn from(r: &libc::rusage) -> Self {
+        let us = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Self {
+            oncpu_seconds: us(r.ru_utime) + us(r.ru_stime),
+            minor_faults: r.ru_minflt as u64,
+            major_faults: r.ru_majflt as u64,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +201,6 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
     let last = collector.sample(Due::default())?;
     // ru_maxrss is not used: it includes our own RSS, inherited by the child between fork and
     // exec.
-    let _ = rusage;
     let exit_code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -185,7 +209,7 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
     if exit_code == 127 {
         eprintln!("monitor: could not execute {:?}", command[0]);
     }
-    Ok(report(
+    let mut report = report(
         command.to_vec(),
         child,
         wall,
@@ -193,7 +217,9 @@ fn stat_command(procfs: ProcFs, probes: Probes, command: &[String]) -> anyhow::R
         &last,
         peak,
         Some(exit_code),
-    ))
+    );
+    report.wait4 = Some(Wait4Usage::from(&rusage));
+    Ok(report)
 }
 
 /// The larger of the summed RSS of the target's processes now and the kernel's high-water mark
@@ -319,6 +345,7 @@ fn report(
         processes_forked: d(k0.process_forks, k1.process_forks),
         peak_rss_bytes,
         exit_code,
+        wait4: None,
     }
 }
 
@@ -390,6 +417,13 @@ fn render(r: &Report) -> String {
     }
     if let Some(code) = r.exit_code {
         let _ = writeln!(out, "\n exit code {code}");
+    }
+    if let Some(w) = &r.wait4 {
+        let _ = writeln!(
+            out,
+            " wait4: {:.6} s on CPU, {} minor + {} major faults (the kernel's totals for the command and the children it reaped)",
+            w.oncpu_seconds, w.minor_faults, w.major_faults
+        );
     }
     out
 }

@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::VmTest { kernel } => {
             let tools = setup::toolchain()?;
             build(&tools)?;
-            vm::run(&kernel)
+            vm::run(&kernel, &tools)
         }
         Cmd::Bench { quick } => {
             let tools = setup::toolchain()?;

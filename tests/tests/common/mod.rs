@@ -48,6 +48,14 @@ pub fn require_root() {
     );
 }
 
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']);
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -95,6 +103,41 @@ pub fn rusage_faults(w: &Value) -> u64 {
         .iter()
         .map(|k| u(&w[k]["minflt"]) + u(&w[k]["majflt"]))
         .sum()
+}
+
+/// `monitor stat` of a launched command against the kernel's totals for that command as wait4
+/// returned them (its whole life and the children it reaped, exit paths included), on-CPU within
+/// 1 % and faults within 2 %. The workload's own reading, taken before it exits, must be a little
+/// below: that is what shows wait4's reading is the workload's (an emulated VM makes the exit path
+/// after the workload's own reading slow enough to matter against 1 %).
+pub fn assert_matches_wait4(what: &str, m: &Value, w: &Value) {
+    let wait4 = &m["wait4"];
+    let truth_cpu = wait4["oncpu_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: no wait4 figures in {m}"));
+    let own_cpu = oncpu_truth_seconds(w);
+    assert!(
+        own_cpu <= truth_cpu + 1e-3 && own_cpu >= truth_cpu * 0.95,
+        "{what}: the workload's own on-CPU {own_cpu} s is not just below wait4's {truth_cpu} s"
+    );
+    assert_within(
+        &format!("on-CPU of {what}"),
+        m["oncpu_seconds"].as_f64().unwrap(),
+        truth_cpu,
+        0.01,
+    );
+    let truth_faults = u(&wait4["minor_faults"]) + u(&wait4["major_faults"]);
+    assert!(
+        rusage_faults(w) <= truth_faults,
+        "{what}: the workload's own faults {} exceed wait4's {truth_faults}",
+        rusage_faults(w)
+    );
+    assert_within(
+        &format!("faults of {what}"),
+        u(&m["page_faults"]["total"]) as f64,
+        truth_faults as f64,
+        0.02,
+    );
 }
 
 pub fn assert_within(what: &str, measured: f64, truth: f64, tolerance: f64) {

@@ -37,24 +37,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const GUEST_RESULTS: &str = "/run/vm-results";
 
 /// The `vm-test` entry: the suite of suite.rs on the selected kernels (`5.10`, `6.1`, `6.12` or
-/// `all`). `MONITOR_VM_SUITE=<file>` runs that shell script instead, to try one without
-/// rebuilding xtask.
-pub fn run(selector: &str) -> anyhow::Result<()> {
-    let script = match std::env::var_os("MONITOR_VM_SUITE") {
-        Some(file) => std::fs::read_to_string(&file)
-            .with_context(|| format!("reading MONITOR_VM_SUITE={}", file.to_string_lossy()))?,
-        None => suite::script(
-            &release_bin("monitor"),
-            &release_bin("workload"),
-            &tests_dir(),
-        ),
-    };
-    run_suite(selector, &script)
-}
-
-/// Directory of the test binaries (`cargo test --release --no-run` puts them there).
-pub fn tests_dir() -> PathBuf {
-    workspace_root().join("target/release/deps")
+/// `all`), then each kernel's accuracy figures. `MONITOR_VM_SUITE=<file>` runs that shell script
+/// instead, to try one without rebuilding xtask.
+pub fn run(selector: &str, tools: &crate::setup::Tools) -> anyhow::Result<()> {
+    if let Some(file) = std::env::var_os("MONITOR_VM_SUITE") {
+        let script = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading MONITOR_VM_SUITE={}", file.to_string_lossy()))?;
+        return run_suite(selector, &script);
+    }
+    let kernels = select(selector)?;
+    let script = suite::script(&suite::build_test_binaries(tools)?);
+    let harness = Harness::new()?;
+    let mut outcomes = Vec::with_capacity(kernels.len());
+    for kernel in &kernels {
+        let outcome = harness.boot(kernel, &script);
+        let figures = suite::accuracy(&outcome.dir.join("results"))
+            .unwrap_or_else(|e| format!("no figures: {e:#}"));
+        eprintln!("xtask: [{}] {figures}", kernel.version);
+        outcomes.push(outcome);
+    }
+    summarize(&outcomes)
 }
 
 /// Boots each selected kernel, runs `script` in it, prints a PASS/FAIL line per kernel, and
