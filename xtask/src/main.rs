@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             setup::test_dependencies()?;
             build(&tools)?;
             test(&tools)?;
+            clean_clone_build()?;
             // The same kernel programs on the kernels users run (Debian 11, 12, 13), in QEMU.
             vm::run("all", &tools)
         }
@@ -235,4 +236,40 @@ fn test(tools: &setup::Tools) -> anyhow::Result<()> {
             .env("WORKLOAD_BIN", &workload)
             .env("MONITOR_COMPAT_VARIANTS", "1"),
     )
+}
+
+/// What a new user does: a clean clone of what is committed, `cargo xtask setup`, then a plain
+/// `cargo build --release` with nothing added to PATH (monitor-user's build.rs finds bpf-linker in
+/// the tool cache setup filled).
+fn clean_clone_build() -> anyhow::Result<()> {
+    let dir = workspace_root().join("target/clean-clone");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    eprintln!("xtask: a clean clone, `cargo xtask setup`, then plain `cargo build --release`");
+    status(
+        Command::new("git")
+            .args(["clone", "--quiet", "--local", "--no-hardlinks"])
+            .arg(workspace_root())
+            .arg(&dir),
+    )?;
+    // The environment a user's shell has: no CARGO from this xtask run, PATH without the tools.
+    let plain = |args: &[&str]| {
+        let mut cmd = Command::new("cargo");
+        cmd.args(args)
+            .current_dir(&dir)
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_MANIFEST_DIR");
+        cmd
+    };
+    status(&mut plain(&["xtask", "setup"])).context("`cargo xtask setup` in a clean clone")?;
+    status(&mut plain(&["build", "--release"]))
+        .context("plain `cargo build --release` after `cargo xtask setup` in a clean clone")?;
+    let monitor = dir.join("target/release/monitor");
+    if !monitor.exists() {
+        bail!("{} was not built", monitor.display());
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
 }

@@ -1,9 +1,11 @@
-//! Alerting: rules over sampled series, their lifecycle, trend detection and CPU spike context.
+//! Alerts: rules over the model's series, their lifecycle, trend detection and CPU spike context.
 //!
-//! Data flow: model → [`Snapshot`] of named series → engine (rules, lifecycle) → [`Alert`] events
-//! → notifiers (crate::notify).
+//! Takes in the model (`from_model` turns it into a [`engine::Snapshot`] of named series and a
+//! spike [`spike::Interval`]); the engine (rules, lifecycle) hands [`Alert`] events on to the
+//! notifiers and the event log. Imports only collect and model.
 pub mod alert;
 pub mod engine;
+pub mod from_model;
 pub mod rules;
 pub mod spike;
 pub mod trend;

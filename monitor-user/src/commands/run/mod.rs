@@ -1,5 +1,8 @@
 //! `monitor run`: the sampling loop (a plain thread, the synchronous core) and the tokio shell
 //! around it (HTTP, kernel log records, signals).
+pub mod alerting;
+pub mod privileges;
+
 use std::{
     path::Path,
     process::ExitCode,
@@ -10,20 +13,19 @@ use std::{
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
+use self::alerting::Alerting;
 use crate::{
-    alerting::Alerting,
-    cli::RunArgs,
-    collector::{Collector, Due, Selector},
+    collect::collector::{Collector, Due, Selector},
+    collect::ebpf::{probes::Probes, selection::Selection},
+    collect::limits::{LimitSource, Limits, effective_limits},
+    collect::procfs::ProcFs,
+    commands::cli::RunArgs,
     config::Config,
-    ebpf::{probes::Probes, selection::Selection},
-    events::EventLog,
-    exporter::Exporter,
-    http,
-    limits::{LimitSource, Limits, effective_limits},
     model::Model,
     notify::{Notifier, NotifierConfig},
-    privileges,
-    procfs::ProcFs,
+    serve::events::EventLog,
+    serve::exporter::Exporter,
+    serve::http,
 };
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -249,7 +251,7 @@ fn limits_of(collector: &Collector) -> Limits {
     let host = || Limits {
         memory_bytes: collector.procfs().mem_total_bytes().unwrap_or(0),
         memory_source: LimitSource::Host,
-        cpus: crate::limits::online_cpus(Path::new("/sys")).unwrap_or(1) as f64,
+        cpus: crate::collect::limits::online_cpus(Path::new("/sys")).unwrap_or(1) as f64,
         cpu_source: LimitSource::Host,
     };
     let Some(&pid) = collector.members().first() else {

@@ -1,15 +1,9 @@
-//! Rates and windows computed from consecutive samples.
-use std::{
-    collections::BTreeMap,
-    time::{SystemTime, UNIX_EPOCH},
-};
+//! Rates between consecutive samples, peaks and 1-minute averages, per target.
+use std::collections::BTreeMap;
 
 use crate::{
-    alerts::{engine::Snapshot, spike::Interval},
-    limits::Limits,
-    sample::Sample,
-    syscall_names::syscall_name,
-    window::Window,
+    collect::limits::Limits, collect::sample::Sample, collect::syscall_names::syscall_name,
+    model::window::Window,
 };
 
 const NS_PER_SEC: f64 = 1e9;
@@ -78,54 +72,6 @@ impl Model {
             self.memory_avg_1m.push(sample.at_ns, mb);
         }
         self.latest = Some(sample);
-    }
-
-    /// The series rules watch (alerts::rules::METRICS), for the newest sample. Empty while the
-    /// target is down: rules hold their state rather than see zeros.
-    pub fn snapshot(&self, at: SystemTime) -> Snapshot {
-        let mut values = BTreeMap::new();
-        if let Some(s) = self.latest.as_ref().filter(|s| s.up) {
-            let mut put = |k: &'static str, v: Option<f64>| {
-                if let Some(v) = v {
-                    values.insert(k, v);
-                }
-            };
-            put("cpu_percent", self.cpu_percent);
-            put("cpu_avg_1m", self.cpu_avg_1m.mean());
-            put("memory_percent", self.memory_percent());
-            put("rss_mb", Some(s.rss_bytes as f64 / MIB));
-            put("vms_mb", s.vms_bytes.map(|b| b as f64 / MIB));
-            put("open_fds", s.open_fds.map(|v| v as f64));
-            put("threads", s.threads.map(|v| v as f64));
-            put("processes", Some(s.processes as f64));
-            if let Some(r) = &self.rates {
-                put("fault_rate", Some(r.faults));
-                put("context_switch_rate", Some(r.switches));
-                if let Some(k) = &r.kernel {
-                    put("syscall_rate", Some(k.syscalls));
-                    put("fd_open_rate", Some(k.fd_opens));
-                    put("fd_open_error_rate", Some(k.fd_open_errors));
-                }
-            }
-        }
-        Snapshot { at, values }
-    }
-
-    /// The last interval, for CPU spike detection.
-    pub fn interval(&self, at: SystemTime) -> Option<Interval> {
-        let cpu = self.cpu_percent?;
-        let r = self.rates.as_ref()?;
-        let k = r.kernel.clone().unwrap_or_default();
-        Some(Interval {
-            at_unix_ms: at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            cpu_percent: cpu,
-            syscalls: k.per_syscall,
-            faults_per_sec: r.faults,
-            fd_opens_per_sec: k.fd_opens,
-            switches_per_sec: r.switches,
-        })
     }
 
     pub fn memory_percent(&self) -> Option<f64> {
@@ -197,7 +143,7 @@ pub fn seconds(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::LimitSource;
+    use crate::collect::limits::LimitSource;
 
     fn limits(cpus: f64) -> Limits {
         Limits {

@@ -11,13 +11,13 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    cli::StatArgs,
-    collector::{Collector, Due, Selector},
-    ebpf::{probes::Probes, selection::Selection},
+    collect::collector::{Collector, Due, Selector},
+    collect::ebpf::{probes::Probes, selection::Selection},
+    collect::procfs::ProcFs,
+    collect::sample::Sample,
+    collect::syscall_names::{errno_name, syscall_name},
+    commands::cli::StatArgs,
     model::seconds,
-    procfs::ProcFs,
-    sample::Sample,
-    syscall_names::{errno_name, syscall_name},
 };
 
 const POLL: Duration = Duration::from_millis(100);

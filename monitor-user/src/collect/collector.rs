@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use tracing::{debug, info};
 
 use crate::{
-    ebpf::{maps::monotonic_ns, probes::Probes},
-    procfs::{ProcError, ProcFs},
-    sample::{KernelCounts, Sample},
+    collect::ebpf::{maps::monotonic_ns, probes::Probes},
+    collect::procfs::{ProcError, ProcFs},
+    collect::sample::{KernelCounts, Sample},
 };
 
 /// Which processes make up the target.

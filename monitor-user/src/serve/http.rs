@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
 
-use crate::{events::EventLog, exporter::Exporter};
+use crate::{serve::events::EventLog, serve::exporter::Exporter};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -3,7 +3,7 @@ use std::{path::Path, process::ExitCode};
 
 use caps::{CapSet, Capability};
 
-use crate::ebpf::{
+use crate::collect::ebpf::{
     btf::{KernelBtf, VMLINUX_BTF},
     probes::Probes,
 };
@@ -88,13 +88,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
         unpriv.trim().to_string(),
     );
 
-    if std::env::var_os(crate::ebpf::probes::COMPAT_VARIANTS_ENV).is_some_and(|v| v == "1") {
+    if std::env::var_os(crate::collect::ebpf::probes::COMPAT_VARIANTS_ENV).is_some_and(|v| v == "1")
+    {
         push(
             true,
             "program variants",
             format!(
                 "{}=1: the variants for the oldest kernels, whatever this one passes",
-                crate::ebpf::probes::COMPAT_VARIANTS_ENV
+                crate::collect::ebpf::probes::COMPAT_VARIANTS_ENV
             ),
         );
     }

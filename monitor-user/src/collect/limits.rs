@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::procfs::{ProcError, ProcFs};
+use crate::collect::procfs::{ProcError, ProcFs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LimitsError {

@@ -9,7 +9,7 @@
 //! CAP_DAC_READ_SEARCH. Everything else (CAP_SYS_ADMIN, CAP_PERFMON, ...) goes.
 use caps::{CapSet, Capability, CapsHashSet};
 
-use crate::ebpf::maps::KernelMaps;
+use crate::collect::ebpf::maps::KernelMaps;
 
 pub const KEPT: &[Capability] = &[Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
 

@@ -13,13 +13,14 @@ use crate::{
     alerts::{
         Alert,
         engine::{Engine, EngineOptions, EngineState},
+        from_model,
         spike::{SpikeDetector, SpikeEvent},
     },
     config::Config,
-    events::EventLog,
-    exporter::Exporter,
     model::Model,
     notify::Notifier,
+    serve::events::EventLog,
+    serve::exporter::Exporter,
 };
 
 /// How long a spike's context is attached to CPU alerts that fire after it.
@@ -74,7 +75,7 @@ impl Alerting {
     /// Runs after the model took a CPU/memory sample.
     pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
         let now = SystemTime::now();
-        if let Some(interval) = model.interval(now)
+        if let Some(interval) = from_model::interval(model, now)
             && let Some(spike) = self.spikes.observe(interval)
         {
             info!(summary = %spike.summary(), "CPU spike");
@@ -91,19 +92,21 @@ impl Alerting {
                     .is_ok_and(|d| d.as_secs() <= SPIKE_CONTEXT_SECS)
             })
             .map(|(_, s)| s.clone());
-        let alerts = self.engine.evaluate_with(&model.snapshot(now), |rule| {
-            let mut extra = BTreeMap::new();
-            if let Some(spike) = spike_context
-                .as_ref()
-                .filter(|_| rule.metric.starts_with("cpu"))
-            {
-                extra.insert("spike_context".into(), spike.summary());
-                if let Ok(json) = serde_json::to_string(&spike.top_syscalls_by_calls) {
-                    extra.insert("spike_top_syscalls".into(), json);
+        let alerts = self
+            .engine
+            .evaluate_with(&from_model::snapshot(model, now), |rule| {
+                let mut extra = BTreeMap::new();
+                if let Some(spike) = spike_context
+                    .as_ref()
+                    .filter(|_| rule.metric.starts_with("cpu"))
+                {
+                    extra.insert("spike_context".into(), spike.summary());
+                    if let Ok(json) = serde_json::to_string(&spike.top_syscalls_by_calls) {
+                        extra.insert("spike_top_syscalls".into(), json);
+                    }
                 }
-            }
-            extra
-        });
+                extra
+            });
         exporter.set_firing(&self.engine.firing());
         if alerts.is_empty() {
             return;

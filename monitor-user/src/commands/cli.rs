@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ebpf::selection::Family;
+use crate::collect::ebpf::selection::Family;
 
 #[derive(Debug, Parser)]
 #[command(

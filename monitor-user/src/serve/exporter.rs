@@ -9,10 +9,10 @@ use prometheus::{
 };
 
 use crate::{
-    ebpf::probes::ProgramStatus,
+    collect::ebpf::probes::ProgramStatus,
+    collect::sample::Sample,
+    collect::syscall_names::{errno_name, syscall_name},
     model::{MIB, Model, seconds},
-    sample::Sample,
-    syscall_names::{errno_name, syscall_name},
 };
 
 #[derive(Clone, Copy)]
@@ -284,7 +284,7 @@ impl Exporter {
         e.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        for &name in crate::ebpf::probes::PROGRAMS {
+        for &name in crate::collect::ebpf::probes::PROGRAMS {
             e.ebpf_attached
                 .with_label_values(&[name])
                 .set(on(name) as i64);

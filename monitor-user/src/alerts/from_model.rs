@@ -1,0 +1,57 @@
+//! What the alert stages read of the model: the named series rules watch and the interval the
+//! spike detector compares. Here, not in the model, so that the model knows nothing downstream.
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use super::{engine::Snapshot, spike::Interval};
+use crate::model::{MIB, Model};
+
+/// The series rules watch (alerts::rules::METRICS), for the newest sample. Empty while the
+/// target is down: rules hold their state rather than see zeros.
+pub fn snapshot(model: &Model, at: SystemTime) -> Snapshot {
+    let mut values = BTreeMap::new();
+    if let Some(s) = model.latest.as_ref().filter(|s| s.up) {
+        let mut put = |k: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                values.insert(k, v);
+            }
+        };
+        put("cpu_percent", model.cpu_percent);
+        put("cpu_avg_1m", model.cpu_avg_1m.mean());
+        put("memory_percent", model.memory_percent());
+        put("rss_mb", Some(s.rss_bytes as f64 / MIB));
+        put("vms_mb", s.vms_bytes.map(|b| b as f64 / MIB));
+        put("open_fds", s.open_fds.map(|v| v as f64));
+        put("threads", s.threads.map(|v| v as f64));
+        put("processes", Some(s.processes as f64));
+        if let Some(r) = &model.rates {
+            put("fault_rate", Some(r.faults));
+            put("context_switch_rate", Some(r.switches));
+            if let Some(k) = &r.kernel {
+                put("syscall_rate", Some(k.syscalls));
+                put("fd_open_rate", Some(k.fd_opens));
+                put("fd_open_error_rate", Some(k.fd_open_errors));
+            }
+        }
+    }
+    Snapshot { at, values }
+}
+
+/// The last interval, for CPU spike detection.
+pub fn interval(model: &Model, at: SystemTime) -> Option<Interval> {
+    let cpu = model.cpu_percent?;
+    let r = model.rates.as_ref()?;
+    let k = r.kernel.clone().unwrap_or_default();
+    Some(Interval {
+        at_unix_ms: at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        cpu_percent: cpu,
+        syscalls: k.per_syscall,
+        faults_per_sec: r.faults,
+        fd_opens_per_sec: k.fd_opens,
+        switches_per_sec: r.switches,
+    })
+}

@@ -1,0 +1,221 @@
+//! The rules as a Prometheus rule file, for teams that evaluate alerts centrally.
+use std::{fmt::Write as _, time::Duration};
+
+use super::*;
+
+/// The PromQL expression of a metric over the exporter's series, and whether it is a bare
+/// selector (range selectors need one; anything else takes a subquery).
+fn promql(metric: &str, selector: &str) -> (String, bool) {
+    let bare = |name: &str| (format!("{name}{selector}"), true);
+    let rate = |name: &str| format!("rate({name}{selector}[1m])");
+    let summed = |name: &str| (format!("sum by (target) ({})", rate(name)), false);
+    match metric {
+        "cpu_percent" => bare("app_cpu_usage_percent"),
+        "cpu_avg_1m" => bare("app_cpu_usage_percent_avg_1m"),
+        "memory_percent" => bare("app_memory_usage_percent"),
+        "rss_mb" => (
+            format!("app_resident_memory_bytes{selector} / 1048576"),
+            false,
+        ),
+        "vms_mb" => (
+            format!("app_virtual_memory_bytes{selector} / 1048576"),
+            false,
+        ),
+        "open_fds" => bare("app_open_fds"),
+        "threads" => bare("app_threads"),
+        "processes" => bare("app_processes"),
+        "syscall_rate" => summed("app_syscalls_total"),
+        "fault_rate" => summed("app_page_faults_total"),
+        "fd_open_rate" => (rate("app_fd_opens_total"), false),
+        "fd_open_error_rate" => summed("app_fd_open_errors_total"),
+        _ => summed("app_context_switches_total"),
+    }
+}
+
+/// A YAML double-quoted scalar: JSON's string escapes are a subset of YAML's.
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A PromQL string literal (Go escapes, which JSON's are a subset of).
+fn promql_str(s: &str) -> String {
+    yaml_str(s)
+}
+
+/// Prometheus' duration syntax (`1h30m`, `500ms`).
+pub fn prometheus_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut secs = ms / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            let _ = write!(out, "{}{unit}", secs / size);
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// Prometheus alerting rules equivalent to `rules`, as a rule file (`groups:` document), for
+/// teams that evaluate alerts centrally. `target` restricts every series to that `target` label
+/// value; empty means every target.
+///
+/// Equivalence is exact for threshold rules, `clear` included (it keeps firing through the
+/// `ALERTS` series). For fitted rules PromQL has no r²: trend rules keep the slope (`deriv`,
+/// the same least-squares slope) and exponential rules the growth rate of `ln(value)` and the
+/// level floor, without the fit-quality gates; the YAML says so above each such rule.
+pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
+    let selector = if target.is_empty() {
+        String::new()
+    } else {
+        format!("{{target={}}}", promql_str(target))
+    };
+    let mut y = String::new();
+    y.push_str("# Prometheus alerting rules equivalent to monitor's alert rules (generated).\n");
+    y.push_str("groups:\n  - name: \"monitor\"\n    rules:\n");
+    for rule in rules {
+        let (series, is_bare) = promql(rule.metric, &selector);
+        let firing_alert = format!(
+            "ALERTS{{alertname={}, alertstate=\"firing\"{}}}",
+            promql_str(&rule.name),
+            if target.is_empty() {
+                String::new()
+            } else {
+                format!(", target={}", promql_str(target))
+            }
+        );
+        let ranged = |window: Duration, inner: &str| {
+            let w = prometheus_duration(window);
+            if is_bare && inner == series {
+                format!("{inner}[{w}]")
+            } else {
+                format!("({inner})[{w}:]")
+            }
+        };
+        // Keep firing between threshold and clear only while already firing.
+        let with_clear = |value: &str, direction: Direction, limit: f64, clear: f64| {
+            let op = direction.op();
+            if clear == limit {
+                format!("{value} {op} {limit}")
+            } else {
+                format!(
+                    "{value} {op} {limit} or ({value} {op} {clear} and on (target) {firing_alert})"
+                )
+            }
+        };
+        let unit = unit(rule.metric);
+        let on_target = " on {{ $labels.target }}";
+        let (expr, summary, description, note) = match &rule.condition {
+            Condition::Threshold {
+                direction,
+                threshold,
+                clear,
+            } => (
+                with_clear(&series, *direction, *threshold, *clear),
+                format!(
+                    "{} {} {threshold}{unit}{on_target}",
+                    rule.metric,
+                    direction.word()
+                ),
+                format!(
+                    "{} is {{{{ $value | printf \"%.2f\" }}}}{unit}, {} the {threshold}{unit} \
+                     threshold.",
+                    rule.metric,
+                    direction.word()
+                ),
+                None,
+            ),
+            Condition::Trend {
+                direction,
+                slope_per_min,
+                clear,
+                window,
+                min_r2,
+            } => (
+                with_clear(
+                    &format!("deriv({}) * 60", ranged(*window, &series)),
+                    *direction,
+                    *slope_per_min,
+                    *clear,
+                ),
+                format!(
+                    "{} changing {} {slope_per_min}{unit}/min{on_target}",
+                    rule.metric,
+                    direction.word()
+                ),
+                format!(
+                    "{} changes by {{{{ $value | printf \"%.2f\" }}}}{unit}/min over the last \
+                     {}, {} the {slope_per_min}{unit}/min threshold.",
+                    rule.metric,
+                    prometheus_duration(*window),
+                    direction.word()
+                ),
+                Some(format!(
+                    "monitor also requires the fit's r\u{b2} >= {min_r2}, which PromQL cannot \
+                     express"
+                )),
+            ),
+            Condition::Exponential {
+                doubling_time_below,
+                window,
+                min_r2,
+                min_level,
+            } => {
+                let rate_per_min =
+                    std::f64::consts::LN_2 / doubling_time_below.as_secs_f64() * 60.0;
+                let mut expr = format!(
+                    "deriv({}) * 60 > {rate_per_min}",
+                    ranged(*window, &format!("ln({series})"))
+                );
+                if *min_level > 0.0 {
+                    let _ = write!(expr, " and {series} >= {min_level}");
+                }
+                (
+                    expr,
+                    format!("{} growing exponentially{on_target}", rule.metric),
+                    format!(
+                        "{} grows by {{{{ $value | printf \"%.3f\" }}}} of itself per minute \
+                         (ln-rate) over the last {}: it doubles in less than {}.",
+                        rule.metric,
+                        prometheus_duration(*window),
+                        prometheus_duration(*doubling_time_below)
+                    ),
+                    Some(format!(
+                        "monitor also requires the log-linear fit's r\u{b2} >= {min_r2} and a \
+                         better fit than a straight line, which PromQL cannot express"
+                    )),
+                )
+            }
+        };
+        if let Some(note) = note {
+            let _ = writeln!(y, "      # {note}");
+        }
+        let _ = writeln!(y, "      - alert: {}", yaml_str(&rule.name));
+        let _ = writeln!(y, "        expr: {}", yaml_str(&expr));
+        if !rule.for_duration.is_zero() {
+            let _ = writeln!(y, "        for: {}", prometheus_duration(rule.for_duration));
+        }
+        let mut labels = rule.labels.clone();
+        labels.insert("severity".into(), rule.severity.as_str().into());
+        y.push_str("        labels:\n");
+        for (k, v) in &labels {
+            let _ = writeln!(y, "          {k}: {}", yaml_str(v));
+        }
+        let mut annotations = BTreeMap::from([
+            ("summary".to_string(), format!("{}: {summary}", rule.name)),
+            ("description".to_string(), description),
+        ]);
+        annotations.extend(rule.annotations.clone());
+        y.push_str("        annotations:\n");
+        for (k, v) in &annotations {
+            let _ = writeln!(y, "          {k}: {}", yaml_str(v));
+        }
+    }
+    y
+}

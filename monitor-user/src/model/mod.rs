@@ -1,0 +1,11 @@
+//! Model: rates, peaks and 1-minute averages computed from consecutive [`Sample`]s of one
+//! target (checked deltas: a counter that goes backwards gives no rate, not garbage).
+//!
+//! Takes in samples from collect; hands a [`Model`] to alerts, the exporter and (as they land)
+//! the store. Imports only collect.
+//!
+//! [`Sample`]: crate::collect::sample::Sample
+mod rates;
+pub mod window;
+
+pub use rates::*;

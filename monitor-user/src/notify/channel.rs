@@ -1,0 +1,106 @@
+//! One delivery channel: the kind of receiver and how one outbox entry is sent to it.
+use super::*;
+
+pub(super) enum Channel {
+    Log,
+    Alertmanager(alertmanager::AlertmanagerChannel),
+    Webhook(webhook::WebhookChannel),
+    Email(email::EmailChannel),
+}
+
+impl Channel {
+    pub(super) fn build(
+        config: &NotifierConfig,
+        name: &str,
+        client: &http::HttpClient,
+        timeout: Duration,
+    ) -> Result<Self, NotifyError> {
+        let check_url = |url: &str| {
+            if config::is_http_url(url) {
+                Ok(())
+            } else {
+                Err(ConfigError::BadUrl {
+                    name: name.into(),
+                    url: url.into(),
+                })
+            }
+        };
+        Ok(match config {
+            NotifierConfig::Log { .. } => Self::Log,
+            NotifierConfig::Alertmanager { url, .. } => {
+                check_url(url)?;
+                Self::Alertmanager(alertmanager::AlertmanagerChannel::new(url, client.clone()))
+            }
+            NotifierConfig::Webhook { url, .. } => {
+                check_url(url)?;
+                Self::Webhook(webhook::WebhookChannel::new(url, name, client.clone()))
+            }
+            NotifierConfig::Email {
+                smtp,
+                from,
+                to,
+                starttls,
+                tls,
+                username,
+                password,
+                password_file,
+                ..
+            } => Self::Email(email::EmailChannel::new(
+                &email::EmailConfig {
+                    name,
+                    smtp,
+                    from,
+                    to,
+                    starttls: *starttls,
+                    tls: *tls,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                    password_file: password_file.as_deref(),
+                },
+                &hostname(),
+                timeout,
+            )?),
+        })
+    }
+
+    /// Whether its queue is persisted (everything but the log, which cannot fail).
+    pub(super) fn durable(&self) -> bool {
+        !matches!(self, Self::Log)
+    }
+
+    /// Where it delivers, for messages.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Self::Log => "the log".into(),
+            Self::Alertmanager(c) => format!("alertmanager {}", c.base),
+            Self::Webhook(c) => format!("webhook {}", c.url),
+            Self::Email(c) => format!("smtp server {}", c.server),
+        }
+    }
+
+    /// The delivery units of a batch: each becomes one queue entry, sent or retried as a whole.
+    pub(super) fn split(&self, alerts: &[Alert]) -> Vec<Vec<Alert>> {
+        match self {
+            Self::Log | Self::Alertmanager(_) => vec![alerts.to_vec()],
+            Self::Webhook(_) => webhook::groups(alerts),
+            Self::Email(_) => alerts.iter().map(|a| vec![a.clone()]).collect(),
+        }
+    }
+
+    pub(super) async fn deliver(
+        &self,
+        name: &str,
+        alerts: &[Alert],
+        ctx: &Context,
+    ) -> Result<(), NotifyError> {
+        match self {
+            Self::Log => {
+                log::deliver(name, alerts);
+                Ok(())
+            }
+            Self::Alertmanager(c) => Ok(c.deliver(alerts, ctx).await?),
+            Self::Webhook(c) => Ok(c.deliver(alerts, ctx).await?),
+            Self::Email(c) => Ok(c.deliver(alerts, ctx).await?),
+        }
+    }
+}
