@@ -125,7 +125,8 @@ fn nightly_llvm() -> anyhow::Result<(PathBuf, String)> {
     Ok((so, version))
 }
 
-fn cache_dir() -> PathBuf {
+/// ~/.cache/monitor-tools (or under $XDG_CACHE_HOME): bpf-linker, virtiofsd, the VM kernels.
+pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))

@@ -61,7 +61,9 @@ pub struct Extracted {
 /// version is not cached yet. If the mirror cannot be reached but a kernel of the suite is
 /// cached, that one is used (with a warning), so the harness still works offline.
 pub fn fetch(kernel: &Kernel) -> anyhow::Result<Extracted> {
-    let suite_dir = super::cache_dir().join("vm-kernels").join(kernel.suite);
+    let suite_dir = crate::setup::cache_dir()
+        .join("vm-kernels")
+        .join(kernel.suite);
     let apt = PrivateApt::create(&suite_dir.join("apt"), kernel.suite)?;
     eprintln!(
         "xtask: [{}] checking Debian {} for {METAPACKAGE}",

@@ -345,15 +345,6 @@ fn find_in_path(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Same place as setup.rs's cache (~/.cache/monitor-tools), which that module keeps private.
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("monitor-tools")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ pub fn virtiofsd() -> anyhow::Result<PathBuf> {
     if system.is_file() && has_readonly_mode(system) {
         return Ok(system.into());
     }
-    let root = super::cache_dir().join(format!("virtiofsd-{VIRTIOFSD_VERSION}"));
+    let root = crate::setup::cache_dir().join(format!("virtiofsd-{VIRTIOFSD_VERSION}"));
     let bin = root.join("bin/virtiofsd");
     if bin.is_file() {
         return Ok(bin);
