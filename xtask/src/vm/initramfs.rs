@@ -362,6 +362,13 @@ echo "vm-test: kernel $(uname -r), $(nproc) CPUs"
 mount -t virtiofs -o ro {ROOT_TAG} /host || fail "mounting the host root (virtio-fs tag {ROOT_TAG})"
 mount -t virtiofs {RESULTS_TAG} /results || fail "mounting the results share (virtio-fs tag {RESULTS_TAG})"
 R=/host
+# The workspace holds the binaries and tests; if it lies under a directory covered by a tmpfs
+# below (a clone in /tmp), it is bound aside now and back over the tmpfs afterwards.
+WS=$(cat /results/workspace 2>/dev/null)
+if [ -n "$WS" ]; then
+    mkdir -p /keep
+    mount -o bind "$R$WS" /keep || fail "binding the workspace $WS aside"
+fi
 mount -t proc proc $R/proc || fail "mounting proc in the chroot"
 mount -t sysfs sysfs $R/sys || fail "mounting sysfs in the chroot"
 mount -t devtmpfs devtmpfs $R/dev || fail "mounting devtmpfs in the chroot"
@@ -382,6 +389,9 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || fail "mounting cgroup2"
 # The guest kernel's config where tools look for it (the host's /boot is not this kernel's).
 mount -t tmpfs -o mode=755 tmpfs $R/boot || fail "mounting a tmpfs on /boot"
 cp /kernel-config $R/boot/config-$(uname -r)
+if [ -n "$WS" ] && [ ! -e "$R$WS/Cargo.toml" ]; then
+    mkdir -p "$R$WS" && mount -o bind /keep "$R$WS" || fail "binding the workspace $WS back"
+fi
 ip link set lo up || fail "bringing up the loopback interface"
 hostname vm-test
 echo "{SUITE_STARTING}"

@@ -217,6 +217,11 @@ impl Harness {
             ("MONITOR_VM_KERNEL", kernel.version.to_string()),
             ("MONITOR_VM_RESULTS", GUEST_RESULTS.to_string()),
         ];
+        // The guest covers /tmp, /run and the like with a tmpfs; a workspace there (a clean
+        // clone in /tmp, as CI may make) is bound back over it (see initramfs.rs).
+        let workspace = results.join("workspace");
+        std::fs::write(&workspace, workspace_root().display().to_string())
+            .with_context(|| format!("writing {}", workspace.display()))?;
         let suite_path = results.join("suite.sh");
         std::fs::write(&suite_path, with_exports(&env, script))
             .with_context(|| format!("writing {}", suite_path.display()))?;
