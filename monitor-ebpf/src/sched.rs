@@ -16,7 +16,7 @@ use crate::{
 };
 
 // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
-// since 5.18 (fa2c3254d7cf); the same without prev_state before.
+// since 5.18 (9c2136be0878 appended prev_state); the same without it before.
 const ARG_PREEMPT: usize = 0;
 const ARG_PREV: usize = 1;
 const ARG_PREV_STATE: usize = 3;
