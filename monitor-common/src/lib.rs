@@ -24,8 +24,28 @@ pub const TARGET_INDEX_DEFAULT_ENTRIES: u32 = 32768 / TARGET_INDEX_SPAN;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Upper bound on processes in the target set (all targets together).
 pub const MAX_TARGET_PROCESSES: u32 = 16384;
-/// Upper bound on threads whose on-CPU time is kept individually.
+/// Upper bound on live target threads whose on-CPU time is kept individually. Entries are
+/// removed at each thread's final switch-out, so this bounds threads alive at once, not threads
+/// ever made; a thread without an entry still has its whole on-CPU time counted when it dies.
 pub const MAX_TARGET_THREADS: u32 = 16384;
+/// Syscall starts of target threads whose start slot another target thread holds mid-call
+/// (their tids are equal modulo START_SLOTS).
+pub const MAX_START_OVERFLOW: u32 = 4096;
+
+/// The kernel maps whose inserts can fail for lack of room, as indices of the MAP_FULL counters
+/// (`monitor_kernel_map_full_total{map}`).
+pub mod map_full {
+    /// A target's fork could not join the target set: the child is not followed.
+    pub const TARGETS: u32 = 0;
+    /// A target thread has no per-thread entry: its on-CPU time is counted at its death only.
+    pub const THREAD_STATS: u32 = 1;
+    /// A syscall whose start slot was taken had no room in the overflow map: latency lost.
+    pub const SYSCALL_STARTS: u32 = 2;
+    /// Entries of MAP_FULL.
+    pub const COUNT: u32 = 3;
+    /// The `map` label of each index.
+    pub const NAMES: [&str; COUNT as usize] = ["TARGETS", "THREAD_STATS", "SYSCALL_STARTS"];
+}
 
 /// Names of the kernel's maps, shared so that a rename breaks the build, not the daemon.
 pub mod maps {
@@ -35,8 +55,10 @@ pub mod maps {
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const FD_OPEN_ERRORS: &str = "FD_OPEN_ERRORS";
     pub const SYSCALL_STARTS: &str = "SYSCALL_STARTS";
-    pub const PROCESS_STATS: &str = "PROCESS_STATS";
+    pub const SYSCALL_START_OVERFLOW: &str = "SYSCALL_START_OVERFLOW";
     pub const THREAD_STATS: &str = "THREAD_STATS";
+    pub const MAP_FULL: &str = "MAP_FULL";
+    pub const SCHED_ATTACHED: &str = "SCHED_ATTACHED";
 }
 
 /// Names of the kernel's global constants, set by the loader before load.
@@ -58,6 +80,9 @@ pub mod globals {
     pub const TASK_STATE_OFFSET: &str = "TASK_STATE_OFFSET";
     /// Byte offset of `group_leader` in `struct task_struct`, read by sched_process_free.
     pub const TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
+    /// 1 when the exit variant reads `group_dead` (6.16+), so sched_process_free only cleans up;
+    /// 0 and the group leader's free also ends the process's membership.
+    pub const EXIT_KNOWS_GROUP_DEAD: &str = "EXIT_KNOWS_GROUP_DEAD";
 }
 
 /// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.
@@ -120,17 +145,6 @@ pub struct SyscallStart {
 /// fcntl() was called with F_DUPFD or F_DUPFD_CLOEXEC, so its result is a new descriptor.
 pub const START_FLAG_DUPFD: u8 = 1;
 
-/// Per-process scheduler totals (per-CPU hash keyed by tgid).
-#[repr(C)]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessStats {
-    pub oncpu_ns: u64,
-    pub switches_voluntary: u64,
-    pub switches_involuntary: u64,
-    pub slot: u32,
-    pub _pad: u32,
-}
-
 /// Per-thread scheduler totals (hash keyed by tid); only the thread itself writes its entry.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -140,15 +154,26 @@ pub struct ThreadStats {
     pub switches_voluntary: u64,
     pub switches_involuntary: u64,
     pub tgid: u32,
-    /// 1 when this thread was the last of its process to exit: its final switch-out removes the
-    /// process from the target set.
-    pub last_of_group: u32,
+    /// The target slot the thread's time goes to (where the process may have left the target set
+    /// by the time the thread is freed).
+    pub slot: u16,
+    /// `THREAD_*`: where the thread is in its life. The entry is removed at the thread's final
+    /// switch-out or when the task is freed, and a stale one (a reused tid) at a target's fork.
+    pub exit_state: u16,
 }
+
+/// The thread runs: every switch-out adds its on-CPU growth.
+pub const THREAD_LIVE: u16 = 0;
+/// The thread exited as the last of its process (kernels whose sched_process_exit says
+/// `group_dead`): its final switch-out also ends the process's membership.
+pub const THREAD_LAST_OF_GROUP: u16 = 1;
+/// The thread exited while sched_switch does not run: its time is counted when it is freed,
+/// when sum_exec_runtime is final.
+pub const THREAD_COUNT_AT_FREE: u16 = 2;
 
 const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);
 const _: () = assert!(core::mem::size_of::<SyscallStat>() == 16);
 const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
-const _: () = assert!(core::mem::size_of::<ProcessStats>() == 32);
 const _: () = assert!(core::mem::size_of::<ThreadStats>() == 32);
 
 #[cfg(feature = "user")]
@@ -157,7 +182,6 @@ mod pod {
     unsafe impl aya::Pod for super::TargetCounters {}
     unsafe impl aya::Pod for super::SyscallStat {}
     unsafe impl aya::Pod for super::SyscallStart {}
-    unsafe impl aya::Pod for super::ProcessStats {}
     unsafe impl aya::Pod for super::ThreadStats {}
 }
 

@@ -1,12 +1,12 @@
 //! Maps shared by the program families. Layouts come from monitor-common.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use monitor_common::{
-    BPF_F_MMAPABLE, MAX_ERRNO, MAX_SYSCALLS, MAX_TARGET_PROCESSES, MAX_TARGET_THREADS, MAX_TARGETS,
-    ProcessStats, START_SLOTS, SyscallStart, SyscallStat, TARGET_INDEX_DEFAULT_ENTRIES,
-    TARGET_INDEX_SPAN, TargetCounters, ThreadStats,
+    BPF_F_MMAPABLE, MAX_ERRNO, MAX_START_OVERFLOW, MAX_SYSCALLS, MAX_TARGET_PROCESSES,
+    MAX_TARGET_THREADS, MAX_TARGETS, START_SLOTS, SyscallStart, SyscallStat,
+    TARGET_INDEX_DEFAULT_ENTRIES, TARGET_INDEX_SPAN, TargetCounters, ThreadStats, map_full,
 };
 
 /// tgid -> target slot. Written by user space (roots) and by the fork program (descendants).
@@ -42,14 +42,36 @@ pub static FD_OPEN_ERRORS: PerCpuArray<u64> =
 #[map]
 pub static SYSCALL_STARTS: Array<SyscallStart> = Array::with_max_entries(START_SLOTS, 0);
 
-/// tgid -> scheduler totals, per CPU because a process's threads run on several CPUs at once.
+/// tid -> start, for a target thread whose slot in SYSCALL_STARTS another target thread holds
+/// mid-call (tids equal modulo START_SLOTS: pid_max above 65536 and a large thread pool). Rare,
+/// so the common path stays an array access.
 #[map]
-pub static PROCESS_STATS: PerCpuHashMap<u32, ProcessStats> =
-    PerCpuHashMap::with_max_entries(MAX_TARGET_PROCESSES, 0);
+pub static SYSCALL_START_OVERFLOW: HashMap<u32, SyscallStart> =
+    HashMap::with_max_entries(MAX_START_OVERFLOW, 0);
 
+/// tid -> on-CPU time accounted so far, for live target threads (removed at the final switch-out).
 #[map]
 pub static THREAD_STATS: HashMap<u32, ThreadStats> =
     HashMap::with_max_entries(MAX_TARGET_THREADS, 0);
+
+/// Entry 0 is 1 once sched_switch is attached: it then accounts each thread's final switch-out
+/// and ends the process at its last thread's; until then (or without it) the exit program does
+/// both. A map, not a load-time constant: whether the attach succeeds is known only after load.
+#[map]
+pub static SCHED_ATTACHED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Inserts that failed for lack of room, per map (`monitor_common::map_full`), per CPU.
+#[map]
+pub static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
+
+/// Counts an insert into `map` (a `monitor_common::map_full` index) that failed.
+#[inline(always)]
+pub fn count_map_full(map: u32) {
+    if let Some(n) = MAP_FULL.get_ptr_mut(map) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        unsafe { *n += 1 };
+    }
+}
 
 /// The target slot of `tgid`, if it is in the target set.
 #[inline(always)]
@@ -68,7 +90,10 @@ pub fn target_slot(tgid: u32) -> Option<u32> {
 /// Puts `tgid` into the target set under `slot`.
 #[inline(always)]
 pub fn join_targets(tgid: u32, slot: u32) -> Result<(), i64> {
-    TARGETS.insert(tgid, slot, 0)?;
+    if let Err(e) = TARGETS.insert(tgid, slot, 0) {
+        count_map_full(map_full::TARGETS);
+        return Err(e.into());
+    }
     set_index(tgid, slot as u8 + 1);
     Ok(())
 }

@@ -1,17 +1,18 @@
 //! On-CPU time and context switches from sched_switch.
 //!
-//! On-CPU time is the scheduler's own accounting: at each switch-out (and exit) of a target
-//! thread the growth of its se.sum_exec_runtime since it was last seen is added. A switch event
-//! the program does not see loses nothing: the next one catches up. User space replaces the
+//! On-CPU time is the scheduler's own accounting: at each switch-out of a target thread the
+//! growth of its se.sum_exec_runtime since it was last seen is added, and at its final
+//! switch-out its per-thread entry goes. A switch event the program does not see loses nothing:
+//! the next one catches up. User space replaces the
 //! (slightly stale) values of live threads with their /proc schedstat, so slices still running
 //! count too; what only the kernel can give is the time of threads that are gone.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use monitor_common::{ProcessStats, ThreadStats};
+use monitor_common::{THREAD_LAST_OF_GROUP, THREAD_LIVE, ThreadStats, map_full};
 
 use crate::{
-    maps::{PROCESS_STATS, THREAD_STATS, counters, leave_targets, target_slot},
+    maps::{THREAD_STATS, count_map_full, counters, leave_targets, target_slot},
     task::{task_oncpu_ns, task_state},
 };
 
@@ -57,61 +58,86 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
             StateFrom::Argument => ctx.arg(ARG_PREV_STATE),
             StateFrom::Task => task_state(prev)?,
         };
-        let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
-        account(
-            slot,
-            prev_tid,
-            prev_tgid,
-            task_oncpu_ns(prev)?,
-            Some(voluntary),
-        );
+        let oncpu = task_oncpu_ns(prev)?;
         if prev_state & TASK_DEAD != 0 {
-            // The process's last thread leaves only now, so the exit path after
-            // sched_process_exit (unmapping memory, closing files) is counted.
-            // SAFETY: the value is copied out at once.
-            if unsafe { THREAD_STATS.get(prev_tid) }.is_some_and(|t| t.last_of_group != 0) {
-                leave_targets(prev_tgid);
-                let _ = PROCESS_STATS.remove(prev_tgid);
-            }
+            final_switch_out(prev_tid, prev_tgid, slot, oncpu);
+        } else {
+            let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
+            account(slot, prev_tid, prev_tgid, oncpu, Some(voluntary));
         }
     }
     Ok(())
 }
 
-/// Brings a target thread's on-CPU total up to `oncpu_ns` (its sum_exec_runtime now) and counts a
-/// switch when there was one. Returns nothing: a full map only loses the per-thread split.
+/// A thread's last switch-out: its on-CPU time is final now (update_curr ran before the
+/// tracepoint), so it is counted and the entry goes. The thread is gone from /proc already (a
+/// leader stays as a zombie, which user space skips), so no reading counts it twice. A thread
+/// without an entry (the map was full) is counted whole. The switch itself is not counted, as
+/// the kernel's own switch counts (getrusage, /proc) leave it out.
 #[inline(always)]
-pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<bool>) {
+fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
+    // SAFETY: the value is copied out at once; only this thread writes its entry.
+    let entry = unsafe { THREAD_STATS.get(tid) }
+        .copied()
+        .filter(|t| t.tgid == tgid);
+    let ran = match entry {
+        Some(t) => {
+            let _ = THREAD_STATS.remove(tid);
+            oncpu_ns.saturating_sub(t.oncpu_ns)
+        }
+        None => oncpu_ns,
+    };
+    if let Some(c) = counters(slot) {
+        c.oncpu_ns += ran;
+    }
+    if entry.is_some_and(|t| t.exit_state == THREAD_LAST_OF_GROUP) {
+        // The process's last thread leaves only now, so the exit path after
+        // sched_process_exit (unmapping memory, closing files) is counted.
+        leave_targets(tgid);
+    }
+}
+
+/// Brings a live target thread's on-CPU total up to `oncpu_ns` (its sum_exec_runtime now) and
+/// counts a switch when there was one. Returns whether the thread has an entry (it has none only
+/// when the map is full).
+///
+/// The first time a thread is seen, everything it ran since it started counts (a thread that ran
+/// before its process joined is not in the join baseline, see user space). A thread without an
+/// entry has had nothing of its on-CPU time counted, so when the map is full its time is still
+/// counted whole at its final switch-out: a full map delays on-CPU time until threads exit, it
+/// never loses it. User space covers the live ones from /proc.
+#[inline(always)]
+pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<bool>) -> bool {
     let (vol, invol) = match voluntary {
         Some(true) => (1, 0),
         Some(false) => (0, 1),
         None => (0, 0),
     };
     // Only the thread itself writes its entry: plain adds.
-    let ran = match THREAD_STATS.get_ptr_mut(tid) {
+    let (ran, has_entry) = match THREAD_STATS.get_ptr_mut(tid) {
         Some(t) => unsafe {
             // SAFETY: live map value, single writer.
             let ran = oncpu_ns.saturating_sub((*t).oncpu_ns);
             (*t).oncpu_ns = oncpu_ns.max((*t).oncpu_ns);
             (*t).switches_voluntary += vol;
             (*t).switches_involuntary += invol;
-            ran
+            (ran, true)
         },
         None => {
-            // First sight of the thread: everything it ran since it started counts (a thread
-            // that ran before its process joined is not in the join baseline, see user space).
             let fresh = ThreadStats {
                 oncpu_ns,
                 switches_voluntary: vol,
                 switches_involuntary: invol,
                 tgid,
-                last_of_group: 0,
+                slot: slot as u16,
+                exit_state: THREAD_LIVE,
             };
-            if THREAD_STATS.insert(tid, fresh, 0).is_err() {
-                // Without its entry the next switch would count the thread's whole life again.
-                return;
+            if THREAD_STATS.insert(tid, fresh, 0).is_ok() {
+                (oncpu_ns, true)
+            } else {
+                count_map_full(map_full::THREAD_STATS);
+                (0, false)
             }
-            oncpu_ns
         }
     };
     if let Some(c) = counters(slot) {
@@ -119,24 +145,5 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
         c.switches_voluntary += vol;
         c.switches_involuntary += invol;
     }
-    // Threads of one process switch out on several CPUs at once, so the process entry is per
-    // CPU (the bpfel target has no atomic read-modify-write in core).
-    match PROCESS_STATS.get_ptr_mut(tgid) {
-        Some(p) => unsafe {
-            // SAFETY: this CPU's copy of a live map value.
-            (*p).oncpu_ns += ran;
-            (*p).switches_voluntary += vol;
-            (*p).switches_involuntary += invol;
-        },
-        None => {
-            let fresh = ProcessStats {
-                oncpu_ns: ran,
-                switches_voluntary: vol,
-                switches_involuntary: invol,
-                slot,
-                _pad: 0,
-            };
-            let _ = PROCESS_STATS.insert(tgid, fresh, 0);
-        }
-    }
+    has_entry
 }

@@ -2,9 +2,11 @@
 //!
 //! sys_enter counts the call (so a call is the target's when it entered as a target, and counts
 //! stay exact whatever happens to latency) and writes the start into a slot indexed by tid (not
-//! per CPU: a blocking syscall can resume on another CPU). sys_exit finds the start by tid and
-//! adds the latency; only when it does not (attached mid-syscall, or two target threads sharing a
-//! slot) does it pay for the TGID lookup and a regs read, to still account fds.
+//! per CPU: a blocking syscall can resume on another CPU). A slot another target thread holds
+//! mid-call (tids equal modulo START_SLOTS) is left alone and the start goes to a hash map
+//! instead, so neither call's latency is lost or mixed with the other's. sys_exit finds the start
+//! by tid and adds the latency; only when it is not in the slot does it pay for the TGID lookup
+//! (and the overflow map, or a regs read to still account fds when the start is missing).
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -14,9 +16,13 @@ use aya_ebpf::{
 use monitor_common::{
     MAX_ERRNO, MAX_SYSCALLS, START_FLAG_DUPFD, START_SLOTS, SyscallStart,
     fd::{F_DUPFD, F_DUPFD_CLOEXEC, FdEffect, fd_effect, nr},
+    map_full,
 };
 
-use crate::maps::{FD_OPEN_ERRORS, SYSCALL_STARTS, SYSCALLS, counters, target_slot};
+use crate::maps::{
+    FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full, counters,
+    target_slot,
+};
 
 /// 1 when sys_enter is attached; 0 when sys_exit runs alone for fd counts (`--programs fds`),
 /// so every exit takes the filter path and none is a lost start. Set by the loader.
@@ -60,15 +66,24 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let start = SYSCALL_STARTS
         .get_ptr_mut(tid & (START_SLOTS - 1))
         .ok_or(0)?;
-    // SAFETY: array values are always valid; a racing writer sharing the slot is detected by tid.
-    unsafe {
-        *start = SyscallStart {
-            start_ns: bpf_ktime_get_ns(),
-            tid,
-            nr: nr as u16,
-            slot: slot as u8,
-            flags,
-        };
+    let record = SyscallStart {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        tid,
+        nr: nr as u16,
+        slot: slot as u8,
+        flags,
+    };
+    // SAFETY: array values are always valid for any bits; the owner is checked by tid.
+    let held = unsafe { (*start).start_ns != 0 && (*start).tid != tid };
+    if held {
+        // Another target thread with an equal tid modulo START_SLOTS is mid-call in this slot.
+        if SYSCALL_START_OVERFLOW.insert(tid, record, 0).is_err() {
+            count_map_full(map_full::SYSCALL_STARTS);
+        }
+    } else {
+        // SAFETY: as above. Two colliding threads entering within the same few nanoseconds can
+        // still both find the slot free; the one whose tid does not stay loses its latency.
+        unsafe { *start = record };
     }
     Ok(())
 }
@@ -98,6 +113,18 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // Slow path: is this a target at all?
+    if target_slot((pid_tgid >> 32) as u32).is_none() {
+        return Ok(());
+    }
+    // SAFETY: the value is copied out at once; only this thread writes its entry.
+    if let Some(s) = unsafe { SYSCALL_START_OVERFLOW.get(tid) }.copied() {
+        let _ = SYSCALL_START_OVERFLOW.remove(tid);
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (nr, slot) = (s.nr as u32, s.slot as u32);
+        add_latency(slot, nr, now.saturating_sub(s.start_ns));
+        account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
+        return Ok(());
+    }
     let Some(slot) = exit_fds(ctx, pid_tgid, ret)? else {
         return Ok(());
     };

@@ -15,15 +15,26 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use aya_log_ebpf::debug;
-use monitor_common::{START_SLOTS, SyscallStart};
+use monitor_common::{START_SLOTS, SyscallStart, THREAD_COUNT_AT_FREE, THREAD_LAST_OF_GROUP};
 
 use crate::{
     maps::{
-        PROCESS_STATS, SYSCALL_STARTS, THREAD_STATS, counters, join_targets, leave_targets,
-        target_slot,
+        SCHED_ATTACHED, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, THREAD_STATS, counters,
+        join_targets, leave_targets, target_slot,
     },
+    sched::account,
     task::{is_group_leader, offsets_known, task_faults, task_ids, task_oncpu_ns},
 };
+
+/// 1 when sched_process_exit says `group_dead` (6.16+) and ends processes itself; 0 and the group
+/// leader's free ends them. Set by the loader with the variant.
+#[unsafe(no_mangle)]
+static EXIT_KNOWS_GROUP_DEAD: u32 = 0;
+
+#[inline(always)]
+fn sched_attached() -> bool {
+    SCHED_ATTACHED.get(0).is_some_and(|&v| v != 0)
+}
 
 // sched_process_fork: TP_PROTO(struct task_struct *parent, struct task_struct *child), called by
 // the parent before the child is woken.
@@ -63,7 +74,8 @@ pub fn sched_process_exit_thread(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Attached with sched_process_exit_thread: the group leader's free is the process's end.
+/// Attached with either exit variant: removes a freed thread's entry if it is still there, and
+/// with sched_process_exit_thread, the group leader's free is the process's end.
 #[raw_tracepoint(tracepoint = "sched_process_free")]
 pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
     let _ = try_free(&ctx);
@@ -79,13 +91,14 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Err(0);
     }
     let child: *const u8 = ctx.arg(ARG_CHILD);
-    let (_, child_tgid) = task_ids(child)?;
+    let (child_tid, child_tgid) = task_ids(child)?;
+    // Whatever a previous thread with this tid left (one that died while no program saw its
+    // end) is not the new thread's: it would inherit the old on-CPU total and last-of-group mark.
+    forget_thread(child_tid);
     if child_tgid == parent_tgid {
         // A new thread: the tgid filter already covers it.
         return Ok(());
     }
-    // A stale entry would be a previous process with this pid: start clean.
-    let _ = PROCESS_STATS.remove(child_tgid);
     join_targets(child_tgid, slot)?;
     if let Some(c) = counters(slot) {
         c.process_forks += 1;
@@ -104,39 +117,41 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
     let Some(slot) = target_slot(tgid) else {
         return Ok(());
     };
-    // Account the thread up to now, in case its final switch-out is not seen.
     let task: *const u8 = ctx.arg(ARG_TASK);
-    if let Ok(oncpu) = task_oncpu_ns(task) {
-        crate::sched::account(slot, tid, tgid, oncpu, None);
-    }
-    // The entry stays: the final switch-out adds the exit path's last microseconds to it, and
-    // user space deletes it once the thread is gone from /proc (two samples in a row).
-    // The thread's fault counts are final now; user space reads live threads from /proc, so
-    // together they make the exact total even for threads and children that are gone.
-    let (min_flt, maj_flt) = task_faults(task).unwrap_or((0, 0));
-    let c = counters(slot);
-    if let Some(start) = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)) {
-        // SAFETY: array value; only clear what this thread owns.
-        unsafe {
-            if (*start).tid == tid {
-                *start = SyscallStart::default();
-            }
-        }
-    }
     let group_dead = match group_dead_from {
         GroupDead::Argument => ctx.arg::<u64>(ARG_GROUP_DEAD) & 0xff != 0,
         GroupDead::Unknown => false,
     };
-    if group_dead {
-        // Leave TARGETS at this thread's final switch-out (see sched.rs), not now.
+    // sum_exec_runtime is stale here (the running slice is added at the next update_curr), so
+    // on-CPU time is counted later: at the thread's final switch-out, or at its free when
+    // sched_switch does not run. The entry carries what that point must do.
+    let with_sched = sched_attached();
+    let mark = if with_sched {
+        THREAD_LAST_OF_GROUP
+    } else {
+        THREAD_COUNT_AT_FREE
+    };
+    let oncpu = task_oncpu_ns(task)?;
+    if (group_dead || !with_sched) && account(slot, tid, tgid, oncpu, None) {
         if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
             // SAFETY: live map value written only by this thread.
-            unsafe { (*t).last_of_group = 1 };
-        } else {
-            leave_targets(tgid);
-            let _ = PROCESS_STATS.remove(tgid);
+            unsafe { (*t).exit_state = mark };
+        }
+    } else if !with_sched {
+        // No room for an entry: count what is known now (account added nothing).
+        if let Some(c) = counters(slot) {
+            c.oncpu_ns += oncpu;
         }
     }
+    if group_dead && !(with_sched && unsafe { THREAD_STATS.get(tid) }.is_some()) {
+        // No final switch-out will end it (sched_switch left out, or no entry to say so).
+        leave_targets(tgid);
+    }
+    // The thread's fault counts are final now; user space reads live threads from /proc, so
+    // together they make the exact total even for threads and children that are gone.
+    let (min_flt, maj_flt) = task_faults(task).unwrap_or((0, 0));
+    let c = counters(slot);
+    clear_syscall_start(tid);
     if let Some(c) = c {
         c.exited_minflt += min_flt;
         c.exited_majflt += maj_flt;
@@ -152,7 +167,19 @@ fn try_free(ctx: &RawTracePointContext) -> Result<(), i64> {
     // Runs from an RCU callback: the current task is unrelated, the freed one is the argument.
     let task: *const u8 = ctx.arg(ARG_TASK);
     let (tid, tgid) = task_ids(task)?;
-    if tid != tgid {
+    // Without sched_switch, the exited thread's time is counted here, where it is final: one
+    // hash lookup per task freed on the host. A live entry under this tid is a new thread's (the
+    // tid was released before this free).
+    // SAFETY: the value is copied out at once.
+    let entry = unsafe { THREAD_STATS.get(tid) }.copied();
+    if let Some(t) = entry.filter(|t| t.tgid == tgid && t.exit_state == THREAD_COUNT_AT_FREE) {
+        let _ = THREAD_STATS.remove(tid);
+        if let (Ok(oncpu), Some(c)) = (task_oncpu_ns(task), counters(u32::from(t.slot))) {
+            c.oncpu_ns += oncpu.saturating_sub(t.oncpu_ns);
+        }
+    }
+    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
+    if tid != tgid || unsafe { core::ptr::read_volatile(&EXIT_KNOWS_GROUP_DEAD) } != 0 {
         return Ok(());
     }
     let Some(slot) = target_slot(tgid) else {
@@ -163,9 +190,29 @@ fn try_free(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     leave_targets(tgid);
-    let _ = PROCESS_STATS.remove(tgid);
     if let Some(c) = counters(slot) {
         c.process_exits += 1;
     }
     Ok(())
+}
+
+/// Drops the per-thread entry of `tid` and any syscall start it holds.
+#[inline(always)]
+fn forget_thread(tid: u32) {
+    let _ = THREAD_STATS.remove(tid);
+    clear_syscall_start(tid);
+}
+
+/// Clears the syscall start `tid` holds, in its slot or the overflow map.
+#[inline(always)]
+fn clear_syscall_start(tid: u32) {
+    if let Some(start) = SYSCALL_STARTS.get_ptr_mut(tid & (START_SLOTS - 1)) {
+        // SAFETY: array value; only clear what this thread owns.
+        unsafe {
+            if (*start).tid == tid {
+                *start = SyscallStart::default();
+            }
+        }
+    }
+    let _ = SYSCALL_START_OVERFLOW.remove(tid);
 }

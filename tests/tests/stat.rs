@@ -219,3 +219,65 @@ fn latency_of_calls_that_block_and_migrate_is_kept() {
     );
     assert_within("nanosleep seconds", ours, truth, 0.01);
 }
+
+/// Per-thread state is removed at each thread's exit in the kernel, so a process that makes
+/// more threads over its life than the map holds (and, with pid_max 32768, reuses their tids)
+/// still has every thread's on-CPU time counted. Each thread works 0.5 ms, about what a Python
+/// thread that handles one small task costs: monitor also counts the few microseconds a thread
+/// runs after the kernel's own accounting (getrusage) has let it go, which against threads that
+/// do almost nothing would be more than 1 %.
+#[test]
+fn fifty_thousand_short_lived_threads_are_all_counted() {
+    require_root();
+    let (m, w, code) = stat_workload(&["threads", "--total", "50000", "--spin-us", "500"]);
+    assert_eq!(code, 0);
+    assert_matches_wait4("50000 threads one after another", &m, &w);
+    assert_eq!(
+        m["kernel_map_full"]["THREAD_STATS"], 0,
+        "no insert may fail with one thread alive at a time: {}",
+        m["kernel_map_full"]
+    );
+}
+
+/// More threads alive at once than the per-thread map holds: inserts fail and are counted, and
+/// no on-CPU time is lost (a thread without an entry is counted whole when it dies).
+#[test]
+fn a_full_thread_map_is_counted_and_loses_no_cpu() {
+    require_root();
+    let (m, w, code) = stat_workload_env(
+        &[("MONITOR_MAX_TARGET_THREADS", "256")],
+        &[
+            "threads",
+            "--total",
+            "1200",
+            "--alive",
+            "600",
+            "--spin-us",
+            "2000",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        u(&m["kernel_map_full"]["THREAD_STATS"]) > 0,
+        "600 threads alive in a map of 256: {}",
+        m["kernel_map_full"]
+    );
+    assert_matches_wait4("600 threads alive in a map of 256", &m, &w);
+}
+
+/// Switches are counted for every thread, as getrusage sums them.
+#[test]
+fn context_switches_of_every_thread_match_getrusage() {
+    require_root();
+    let (m, w, code) = stat_workload(&["switches", "--threads", "4", "--count", "300"]);
+    assert_eq!(code, 0);
+    let ours = u(&m["context_switches"]["voluntary"]) + u(&m["context_switches"]["involuntary"]);
+    let truth = u(&m["wait4"]["voluntary_switches"]) + u(&m["wait4"]["involuntary_switches"]);
+    assert!(
+        truth >= 1200,
+        "4 threads slept 300 times each: {}",
+        m["wait4"]
+    );
+    assert_within("context switches", ours as f64, truth as f64, 0.01);
+    let _ = w;
+}

@@ -5,7 +5,7 @@
 //! records what the kernel had already accounted to it (the join baseline), and the kernel
 //! programs count everything after. Processes forked by a target join in the kernel, before they
 //! first run, and need no baseline.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::Context as _;
 use tracing::{debug, info};
@@ -46,26 +46,60 @@ struct Baseline {
     switches_involuntary: u64,
 }
 
-/// /proc-only mode: per-process cumulative values folded into monotonic totals.
-#[derive(Debug, Default)]
-struct ProcTotals {
-    /// pid -> (start time, last values)
-    last: HashMap<u32, (u64, [u64; 5])>,
-    total: [u64; 5],
+/// /proc-only mode: cumulative values of tasks (processes or threads, told apart by `K`, which
+/// includes the process's start time so a reused pid is a new task) folded into monotonic totals.
+#[derive(Debug)]
+struct ProcTotals<K, const N: usize> {
+    last: HashMap<K, [u64; N]>,
+    total: [u64; N],
 }
 
-impl ProcTotals {
-    /// Adds how much each value grew since the last observation of this process (all of it for a
-    /// process seen for the first time: the counters start at its birth).
-    fn observe(&mut self, pid: u32, start_time: u64, values: [u64; 5]) {
-        let previous = match self.last.get(&pid) {
-            Some(&(st, prev)) if st == start_time => prev,
-            _ => [0; 5],
-        };
-        for i in 0..5 {
+impl<K, const N: usize> Default for ProcTotals<K, N> {
+    fn default() -> Self {
+        Self {
+            last: HashMap::new(),
+            total: [0; N],
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, const N: usize> ProcTotals<K, N> {
+    /// Adds how much each value grew since the last observation of this task (all of it for a
+    /// task seen for the first time: the counters start at its birth).
+    fn observe(&mut self, key: K, values: [u64; N]) {
+        let previous = self.last.get(&key).copied().unwrap_or([0; N]);
+        for i in 0..N {
             self.total[i] += values[i].saturating_sub(previous[i]);
         }
-        self.last.insert(pid, (start_time, values));
+        self.last.insert(key, values);
+    }
+
+    /// Forgets the tasks not observed in the last pass.
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.last.retain(|k, _| keep(k));
+    }
+}
+
+/// The processes once joined to the target set, by (pid, start time): one that is no longer a
+/// member (it exited, and is a zombie until its parent reaps it) is never joined again, which
+/// would count its whole life a second time.
+#[derive(Debug, Default)]
+struct Joined(HashMap<u32, u64>);
+
+impl Joined {
+    fn record(&mut self, pid: u32, start_time: u64) {
+        self.0.insert(pid, start_time);
+    }
+
+    fn contains(&self, pid: u32, start_time: u64) -> bool {
+        self.0.get(&pid) == Some(&start_time)
+    }
+
+    /// Forgets pids that no longer name the process that was joined.
+    fn retain_live(&mut self, procfs: &ProcFs) {
+        self.0.retain(
+            |&pid, start| matches!(procfs.process(pid), Ok(s) if s.start_time_ticks == *start),
+        );
     }
 }
 
@@ -79,10 +113,12 @@ pub struct Collector {
     /// /proc-only mode: the members found by walking /proc.
     proc_members: BTreeSet<u32>,
     baseline: Baseline,
-    /// Thread entries whose thread was gone at the last sample; deleted if still gone at the next,
-    /// so the thread's final switch-out has long happened.
-    gone_threads: BTreeSet<u32>,
-    proc_totals: ProcTotals,
+    joined: Joined,
+    /// /proc-only mode: on-CPU time and faults per (pid, start time).
+    proc_totals: ProcTotals<(u32, u64), 3>,
+    /// /proc-only mode: context switches per (pid, start time, tid): the kernel keeps them per
+    /// thread, and the process-level status file shows the leader's alone.
+    switch_totals: ProcTotals<(u32, u64, u32), 2>,
 }
 
 impl Collector {
@@ -112,8 +148,9 @@ impl Collector {
             root_start,
             proc_members: BTreeSet::new(),
             baseline: Baseline::default(),
-            gone_threads: BTreeSet::new(),
+            joined: Joined::default(),
             proc_totals: ProcTotals::default(),
+            switch_totals: ProcTotals::default(),
         };
         collector.refresh_members()?;
         Ok(collector)
@@ -127,12 +164,16 @@ impl Collector {
         &self.procfs
     }
 
-    /// The processes selected directly (--pid root if it still is the same process, or every
-    /// process with the name).
+    /// The live processes selected directly (--pid root if it still is the same process and has
+    /// not exited, or every live process with the name).
     fn roots(&self) -> anyhow::Result<Vec<u32>> {
         Ok(match &self.selector {
             Selector::Pid(pid) => match self.procfs.process(*pid) {
-                Ok(stat) if Some(stat.start_time_ticks) == self.root_start => vec![*pid],
+                Ok(stat)
+                    if Some(stat.start_time_ticks) == self.root_start && !stat.has_exited() =>
+                {
+                    vec![*pid]
+                }
                 Ok(_) => vec![],
                 Err(e) if e.is_vanished() => vec![],
                 Err(e) => return Err(e.into()),
@@ -141,10 +182,10 @@ impl Collector {
         })
     }
 
-    /// Current members of the target.
+    /// Current members of the target, sorted, each once.
     pub fn members(&self) -> Vec<u32> {
         match &self.probes {
-            Some(p) => p.maps.members(self.slot),
+            Some(p) => p.maps.members(self.slot).into_iter().collect(),
             None => self.proc_members.iter().copied().collect(),
         }
     }
@@ -178,6 +219,7 @@ impl Collector {
                     .remove_process(m);
             }
         }
+        self.joined.retain_live(&self.procfs);
         for root in roots {
             if members.contains(&root) {
                 continue;
@@ -191,18 +233,35 @@ impl Collector {
         Ok(())
     }
 
-    /// Adds a running process to the kernel's target set and records its join baseline.
+    /// Adds a running process to the kernel's target set and records its join baseline. A
+    /// process that has exited (a zombie) or was joined before is left alone.
     fn join(&mut self, pid: u32) -> anyhow::Result<()> {
+        let start_time = match self.procfs.process(pid) {
+            Ok(stat) if stat.has_exited() => return Ok(()),
+            Ok(stat) => stat.start_time_ticks,
+            Err(e) if e.is_vanished() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if self.joined.contains(pid, start_time) {
+            return Ok(());
+        }
         let slot = self.slot;
         let probes = self.probes.as_mut().expect("join is for eBPF mode");
         // In the set first, so forks from now on are followed; then read what came before.
         probes.maps.add_process(pid, slot)?;
+        self.joined.record(pid, start_time);
         let read = || -> Result<Baseline, ProcError> {
             let stat = self.procfs.process(pid)?;
-            let status = self.procfs.status(pid)?;
+            // Switches of threads that exited before the join are in no /proc file: the baseline
+            // holds the live threads'.
+            let (vol, invol) = self
+                .procfs
+                .thread_switches(pid)?
+                .iter()
+                .fold((0, 0), |(v, i), &(_, tv, ti)| (v + tv, i + ti));
             let mut b = Baseline {
-                switches_voluntary: status.voluntary_ctxt_switches,
-                switches_involuntary: status.nonvoluntary_ctxt_switches,
+                switches_voluntary: vol,
+                switches_involuntary: invol,
                 ..Baseline::default()
             };
             let (mut live_min, mut live_maj, mut live_oncpu) = (0, 0, 0);
@@ -244,31 +303,11 @@ impl Collector {
         }
     }
 
-    /// Deletes the kernel's entries for threads gone at this and the previous sample.
-    fn forget_gone_threads(&mut self) {
-        let Some(probes) = self.probes.as_mut() else {
-            return;
-        };
-        let root = self.procfs.root().to_path_buf();
-        let gone: BTreeSet<u32> = probes
-            .maps
-            .threads()
-            .into_iter()
-            .map(|(tid, _)| tid)
-            .filter(|tid| !root.join(tid.to_string()).exists())
-            .collect();
-        for &tid in gone.intersection(&self.gone_threads) {
-            probes.maps.forget_thread(tid);
-        }
-        self.gone_threads = gone;
-    }
-
     /// Reads everything that is due into a sample.
     ///
     /// Kernel values are read before /proc: a thread that exits in between is then missing from
     /// both (a transient low reading) rather than counted twice.
     pub fn sample(&mut self, due: Due) -> anyhow::Result<Sample> {
-        self.forget_gone_threads();
         let members = self.members();
         let kernel = match &self.probes {
             Some(p) => Some((p.maps.counters(self.slot)?, p.maps.threads())),
@@ -288,6 +327,7 @@ impl Collector {
         };
         let (mut vms, mut fds, mut threads) = (0, 0, 0);
         let (mut live_min, mut live_maj) = (0, 0);
+        let (mut seen_processes, mut seen_threads) = (HashSet::new(), HashSet::new());
         for &pid in &members {
             let stat = match self.procfs.process(pid) {
                 Ok(stat) => stat,
@@ -308,25 +348,26 @@ impl Collector {
                     ) else {
                         continue;
                     };
+                    if matches!(t.state, 'Z' | 'X' | 'x') {
+                        // A zombie leader waiting for its threads or its parent: its time and
+                        // faults are in the kernel's exited counts since its exit.
+                        continue;
+                    }
                     live_min += t.minflt;
                     live_maj += t.majflt;
                     live_oncpu += ns;
                     live_accounted += accounted.get(&tid).copied().unwrap_or(0);
                 }
             } else {
-                let status = self.procfs.status(pid).unwrap_or_default();
+                let start = stat.start_time_ticks;
                 let cpu_ns = self.procfs.ticks_to_ns(stat.utime_ticks + stat.stime_ticks);
-                self.proc_totals.observe(
-                    pid,
-                    stat.start_time_ticks,
-                    [
-                        cpu_ns,
-                        stat.minflt,
-                        stat.majflt,
-                        status.voluntary_ctxt_switches,
-                        status.nonvoluntary_ctxt_switches,
-                    ],
-                );
+                self.proc_totals
+                    .observe((pid, start), [cpu_ns, stat.minflt, stat.majflt]);
+                for (tid, vol, invol) in self.procfs.thread_switches(pid).unwrap_or_default() {
+                    self.switch_totals.observe((pid, start, tid), [vol, invol]);
+                    seen_threads.insert((pid, start, tid));
+                }
+                seen_processes.insert((pid, start));
             }
         }
         s.vms_bytes = due.vms.then_some(vms);
@@ -356,11 +397,16 @@ impl Collector {
                     syscall_latency_lost: c.syscall_starts_lost,
                     process_forks: c.process_forks,
                     process_exits: c.process_exits,
+                    map_full: p.maps.map_full()?,
                 });
             }
             _ => {
-                self.proc_totals.last.retain(|pid, _| members.contains(pid));
-                let [cpu, min, maj, vol, invol] = self.proc_totals.total;
+                // Switches a thread made between its last sample and its exit are in no /proc
+                // file once it is gone.
+                self.proc_totals.retain(|k| seen_processes.contains(k));
+                self.switch_totals.retain(|k| seen_threads.contains(k));
+                let [cpu, min, maj] = self.proc_totals.total;
+                let [vol, invol] = self.switch_totals.total;
                 s.oncpu_ns = cpu;
                 s.minor_faults = min;
                 s.major_faults = maj;

@@ -107,10 +107,6 @@ impl ProcFs {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
         let ns = u128::from(ticks) * 1_000_000_000 / u128::from(self.clk_tck);
         u64::try_from(ns).unwrap_or(u64::MAX)
@@ -213,31 +209,36 @@ impl ProcFs {
         })
     }
 
-    /// Context switches and peak RSS from /proc/PID/status.
+    /// Peak RSS from /proc/PID/status, and the context switches of the leader thread alone (the
+    /// kernel keeps them per thread: see `switches`).
     pub fn status(&self, pid: u32) -> Result<ProcessStatus, ProcError> {
         let (path, text) = self.read_pid_file(pid, "status")?;
-        let voluntary_ctxt_switches = parse_field(
-            &path,
-            "voluntary_ctxt_switches",
-            status_value(&text, "voluntary_ctxt_switches"),
-        )?;
-        let nonvoluntary_ctxt_switches = parse_field(
-            &path,
-            "nonvoluntary_ctxt_switches",
-            status_value(&text, "nonvoluntary_ctxt_switches"),
-        )?;
-        let vm_hwm_bytes = match status_value(&text, "VmHWM") {
-            Some(value) => parse_kb(&path, "VmHWM", value)?,
-            None => 0,
-        };
-        Ok(ProcessStatus {
-            voluntary_ctxt_switches,
-            nonvoluntary_ctxt_switches,
-            vm_hwm_bytes,
-        })
+        parse_status(&path, &text)
     }
 
-    /// MemTotal in bytes from /proc/meminfo.
+    /// Context switches of every live thread of PID, each from its own
+    /// /proc/PID/task/TID/status, as (tid, voluntary, involuntary). The process-level status
+    /// file shows the leader's alone.
+    pub fn thread_switches(&self, pid: u32) -> Result<Vec<(u32, u64, u64)>, ProcError> {
+        let mut out = Vec::new();
+        for tid in self.threads(pid)? {
+            let path = self
+                .pid_dir(pid)
+                .join("task")
+                .join(tid.to_string())
+                .join("status");
+            let text = match read_lossy(&path) {
+                Ok(text) => text,
+                Err(e) if is_gone(&e) => continue,
+                Err(source) => return Err(ProcError::Io { path, source }),
+            };
+            let s = parse_status(&path, &text)?;
+            out.push((tid, s.voluntary_ctxt_switches, s.nonvoluntary_ctxt_switches));
+        }
+        Ok(out)
+    }
+
+    /// MemTotal in bytes from /proc/meminfo.    /// MemTotal in bytes from /proc/meminfo.
     pub fn mem_total_bytes(&self) -> Result<u64, ProcError> {
         let path = self.root.join("meminfo");
         let text = read_lossy(&path).map_err(|source| ProcError::Io {
@@ -303,13 +304,19 @@ impl ProcFs {
         Ok(out)
     }
 
-    /// Every tgid whose /proc/PID/comm equals `name`. The kernel truncates
-    /// comm to 15 bytes, so longer names never match.
+    /// Every live tgid whose /proc/PID/comm equals `name`. The kernel truncates
+    /// comm to 15 bytes, so longer names never match. Zombies are left out: they have exited,
+    /// and joining one again would count its whole life a second time.
     pub fn pids_by_comm(&self, name: &str) -> Result<Vec<u32>, ProcError> {
         let mut out = Vec::new();
         for pid in self.pids()? {
             match self.read_pid_file(pid, "comm") {
-                Ok((_, comm)) if comm.trim_end_matches('\n') == name => out.push(pid),
+                Ok((_, comm)) if comm.trim_end_matches('\n') == name => match self.stat(pid) {
+                    Ok(stat) if !stat.has_exited() => out.push(pid),
+                    Ok(_) => {}
+                    Err(e) if e.is_vanished() => {}
+                    Err(e) => return Err(e),
+                },
                 Ok(_) => {}
                 Err(e) if e.is_vanished() => {}
                 Err(e) => return Err(e),
@@ -332,6 +339,13 @@ impl ProcFs {
     fn stat(&self, pid: u32) -> Result<ProcessStat, ProcError> {
         let (path, text) = self.read_pid_file(pid, "stat")?;
         parse_stat(&path, &text)
+    }
+}
+
+impl ProcessStat {
+    /// A zombie (or one being reaped): every thread has exited, only its exit status is left.
+    pub fn has_exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
 
@@ -386,6 +400,29 @@ fn parse_stat(path: &Path, text: &str) -> Result<ProcessStat, ProcError> {
         start_time_ticks: num(22, "starttime")?,
         vsize_bytes: num(23, "vsize")?,
         rss_bytes: 0,
+    })
+}
+
+/// The switch counts and peak RSS of a status file (/proc/PID/status or a thread's).
+fn parse_status(path: &Path, text: &str) -> Result<ProcessStatus, ProcError> {
+    let voluntary_ctxt_switches = parse_field(
+        path,
+        "voluntary_ctxt_switches",
+        status_value(text, "voluntary_ctxt_switches"),
+    )?;
+    let nonvoluntary_ctxt_switches = parse_field(
+        path,
+        "nonvoluntary_ctxt_switches",
+        status_value(text, "nonvoluntary_ctxt_switches"),
+    )?;
+    let vm_hwm_bytes = match status_value(text, "VmHWM") {
+        Some(value) => parse_kb(path, "VmHWM", value)?,
+        None => 0,
+    };
+    Ok(ProcessStatus {
+        voluntary_ctxt_switches,
+        nonvoluntary_ctxt_switches,
+        vm_hwm_bytes,
     })
 }
 
@@ -748,12 +785,46 @@ mod tests {
     #[test]
     fn pids_by_comm_matches_exactly() {
         let (dir, procfs) = fixture();
-        write(dir.path(), "1/comm", "nginx\n");
-        write(dir.path(), "2/comm", "nginx-worker\n");
-        write(dir.path(), "3/comm", "nginx\n");
+        for (pid, comm) in [(1, "nginx"), (2, "nginx-worker"), (3, "nginx")] {
+            write(dir.path(), &format!("{pid}/comm"), &format!("{comm}\n"));
+            write(dir.path(), &format!("{pid}/stat"), &stat_line(pid, comm, 1));
+        }
         fs::create_dir_all(dir.path().join("4")).unwrap();
         assert_eq!(procfs.pids_by_comm("nginx").unwrap(), vec![1, 3]);
         assert!(procfs.pids_by_comm("absent").unwrap().is_empty());
+    }
+
+    #[test]
+    fn pids_by_comm_leaves_zombies_out() {
+        let (dir, procfs) = fixture();
+        write(dir.path(), "7/comm", "app\n");
+        write(
+            dir.path(),
+            "7/stat",
+            &stat_line(7, "app", 1).replacen(" S ", " Z ", 1),
+        );
+        write(dir.path(), "8/comm", "app\n");
+        write(dir.path(), "8/stat", &stat_line(8, "app", 1));
+        assert_eq!(procfs.pids_by_comm("app").unwrap(), vec![8]);
+    }
+
+    #[test]
+    fn switches_are_read_per_thread() {
+        let (dir, procfs) = fixture();
+        let status = |vol: u64, invol: u64| {
+            format!(
+                "Name:\tw\nvoluntary_ctxt_switches:\t{vol}\nnonvoluntary_ctxt_switches:\t{invol}\n"
+            )
+        };
+        write(dir.path(), "5/status", &status(1, 2));
+        write(dir.path(), "5/task/5/status", &status(1, 2));
+        write(dir.path(), "5/task/6/status", &status(30, 40));
+        // A thread that exited between the listing and the read is skipped.
+        fs::create_dir_all(dir.path().join("5/task/9")).unwrap();
+        assert_eq!(
+            procfs.thread_switches(5).unwrap(),
+            vec![(5, 1, 2), (6, 30, 40)]
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct KernelCounts {
     pub syscall_latency_lost: u64,
     pub process_forks: u64,
     pub process_exits: u64,
+    /// (kernel map, inserts that failed for lack of room), for the whole host: the maps are
+    /// shared by every target.
+    pub map_full: Vec<(&'static str, u64)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

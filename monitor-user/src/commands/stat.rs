@@ -43,6 +43,9 @@ pub struct Report {
     pub syscall_seconds: BTreeMap<String, f64>,
     pub processes_forked: u64,
     pub peak_rss_bytes: u64,
+    /// Kernel map -> inserts that failed for lack of room during the run (see
+    /// `monitor_kernel_map_full_total`); all zero on a run nothing was lost or delayed in.
+    pub kernel_map_full: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// A launched command's resource usage as wait4(2) returned it: what the kernel accounted to
@@ -59,6 +62,8 @@ pub struct Wait4Usage {
     pub oncpu_seconds: f64,
     pub minor_faults: u64,
     pub major_faults: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
 }
 
 impl From<&libc::rusage> for Wait4Usage {
@@ -68,6 +73,8 @@ impl From<&libc::rusage> for Wait4Usage {
             oncpu_seconds: us(r.ru_utime) + us(r.ru_stime),
             minor_faults: r.ru_minflt as u64,
             major_faults: r.ru_majflt as u64,
+            voluntary_switches: r.ru_nvcsw as u64,
+            involuntary_switches: r.ru_nivcsw as u64,
         }
     }
 }
@@ -344,6 +351,18 @@ fn report(
         syscall_seconds,
         processes_forked: d(k0.process_forks, k1.process_forks),
         peak_rss_bytes,
+        kernel_map_full: k1
+            .map_full
+            .iter()
+            .map(|&(map, n)| {
+                let before = k0
+                    .map_full
+                    .iter()
+                    .find(|(m, _)| *m == map)
+                    .map_or(0, |p| p.1);
+                (map, n.saturating_sub(before))
+            })
+            .collect(),
         exit_code,
         wait4: None,
     }

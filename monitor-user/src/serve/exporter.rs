@@ -56,6 +56,7 @@ pub struct Exporter {
     syscalls: IntCounterVec,
     syscall_seconds: CounterVec,
     syscall_latency_lost: IntCounterVec,
+    kernel_map_full: IntCounterVec,
     ebpf_attached: IntGaugeVec,
     cpu_spikes: IntCounterVec,
     alerts_firing: IntGaugeVec,
@@ -259,6 +260,12 @@ impl Exporter {
                 "Syscalls counted without latency (attached mid-call, or a start slot shared by two threads)",
                 t
             ),
+            kernel_map_full: reg!(
+                IntCounterVec,
+                "monitor_kernel_map_full_total",
+                "Inserts into a kernel map that failed for lack of room (TARGETS: a fork not followed; THREAD_STATS: a thread's on-CPU time counted only at its exit; SYSCALL_STARTS: latency lost)",
+                &["map"]
+            ),
             ebpf_attached: reg!(
                 IntGaugeVec,
                 "monitor_ebpf_attached",
@@ -292,6 +299,11 @@ impl Exporter {
         e.syscall_latency_lost
             .with_label_values(&[target])
             .inc_by(0);
+        if ebpf_wanted {
+            for name in monitor_common::map_full::NAMES {
+                e.kernel_map_full.with_label_values(&[name]).inc_by(0);
+            }
+        }
         Ok(e)
     }
 
@@ -405,6 +417,9 @@ impl Exporter {
             &self.syscall_latency_lost.with_label_values(&[t]),
             k.syscall_latency_lost,
         );
+        for &(map, n) in &k.map_full {
+            advance(&self.kernel_map_full.with_label_values(&[map]), n);
+        }
     }
 
     pub fn count_spike(&self) {

@@ -164,6 +164,30 @@ enum Mode {
         #[arg(long, value_name = "M")]
         millis: u64,
     },
+    /// Start N short-lived threads, at most A alive at once: each spins U microseconds, waits
+    /// until its whole batch of A is alive, and exits. A build or a test suite, as a process
+    /// sees it: many threads over a life, few at a time (A = 1) or a burst of them (A large).
+    Threads {
+        /// Threads over the whole run.
+        #[arg(long, value_name = "N")]
+        total: usize,
+        /// Threads alive at once (each batch).
+        #[arg(long, default_value_t = 1, value_name = "A")]
+        alive: usize,
+        /// Microseconds each thread spins.
+        #[arg(long, default_value_t = 50, value_name = "U")]
+        spin_us: u64,
+    },
+    /// T threads each block C times (1 ms sleeps: voluntary switches), then stay parked while the
+    /// workload reports and lingers, so their switch counts are still in /proc.
+    Switches {
+        /// Threads besides the main one.
+        #[arg(long, value_name = "T")]
+        threads: usize,
+        /// Sleeps per thread.
+        #[arg(long, value_name = "C")]
+        count: u64,
+    },
     /// Run workload commands read from stdin, one per line (e.g. `syscalls --count 1000`), each
     /// printing its own report line, until stdin reaches EOF. One process, many measurements: a
     /// tracer attached to its pid once sees every one of them.
@@ -191,6 +215,8 @@ impl Mode {
             Self::Mixed { .. } => "mixed",
             Self::Sleeps { .. } => "sleeps",
             Self::Tree { .. } => "tree",
+            Self::Threads { .. } => "threads",
+            Self::Switches { .. } => "switches",
             Self::Serve => "serve",
         }
     }
@@ -216,6 +242,12 @@ impl Mode {
             Self::Mixed { millis } => mixed(millis),
             Self::Sleeps { count, millis } => sleeps(count, millis),
             Self::Tree { children, millis } => tree(children, millis),
+            Self::Threads {
+                total,
+                alive,
+                spin_us,
+            } => threads(total, alive, spin_us),
+            Self::Switches { threads, count } => switches(threads, count),
             Self::Serve => bail!("serve runs other modes, not itself"),
         }
     }
@@ -323,6 +355,15 @@ enum Work {
         children: Vec<u32>,
         child_millis: u64,
         child_wakeups: u64,
+    },
+    Threads {
+        threads: usize,
+        alive: usize,
+        spin_us: u64,
+    },
+    Switches {
+        threads: usize,
+        sleeps_per_thread: u64,
     },
 }
 
@@ -503,6 +544,72 @@ fn spin(millis: u64, threads: usize) -> Result<Outcome> {
             threads,
             millis,
             iterations,
+        },
+        ns_per_op: None,
+    })
+}
+
+/// Stacks of the short-lived threads: they spin and wait, nothing more, so tens of thousands fit.
+const SMALL_STACK: usize = 64 * 1024;
+
+fn threads(total: usize, alive: usize, spin_us: u64) -> Result<Outcome> {
+    ensure!(alive > 0, "--alive must be at least 1");
+    let spin = Duration::from_micros(spin_us);
+    let mut started = 0;
+    while started < total {
+        let batch = alive.min(total - started);
+        let barrier = std::sync::Barrier::new(batch);
+        thread::scope(|s| -> Result<()> {
+            let handles = (0..batch)
+                .map(|_| {
+                    thread::Builder::new()
+                        .stack_size(SMALL_STACK)
+                        .spawn_scoped(s, || {
+                            spin_for(spin);
+                            barrier.wait();
+                        })
+                        .context("spawning a thread")
+                })
+                .collect::<Result<Vec<_>>>()?;
+            handles.into_iter().try_for_each(join)
+        })?;
+        started += batch;
+    }
+    Ok(Outcome {
+        work: Work::Threads {
+            threads: total,
+            alive,
+            spin_us,
+        },
+        ns_per_op: None,
+    })
+}
+
+fn switches(threads: usize, count: u64) -> Result<Outcome> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for _ in 0..threads {
+        let done = done_tx.clone();
+        thread::Builder::new()
+            .stack_size(SMALL_STACK)
+            .spawn(move || {
+                for _ in 0..count {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                let _ = done.send(());
+                // Parked for the rest of the process's life: its counts stay in /proc.
+                loop {
+                    thread::park();
+                }
+            })
+            .context("spawning a thread")?;
+    }
+    for _ in 0..threads {
+        done_rx.recv().context("a switching thread died")?;
+    }
+    Ok(Outcome {
+        work: Work::Switches {
+            threads,
+            sleeps_per_thread: count,
         },
         ns_per_op: None,
     })

@@ -71,7 +71,21 @@ pub fn stat_workload(args: &[&str]) -> (Value, Value, i32) {
 
 /// `monitor stat --json OPTIONS -- workload ARGS`: (monitor's report, the workload's, exit code).
 pub fn stat_workload_with(options: &[&str], args: &[&str]) -> (Value, Value, i32) {
+    stat_workload_full(&[], options, args)
+}
+
+/// `monitor stat --json -- workload ARGS` with environment variables set for monitor.
+pub fn stat_workload_env(env: &[(&str, &str)], args: &[&str]) -> (Value, Value, i32) {
+    stat_workload_full(env, &[], args)
+}
+
+fn stat_workload_full(
+    env: &[(&str, &str)],
+    options: &[&str],
+    args: &[&str],
+) -> (Value, Value, i32) {
     let out = Command::new(monitor_bin())
+        .envs(env.iter().copied())
         .args(["stat", "--json"])
         .args(options)
         .arg("--")

@@ -2,11 +2,12 @@
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray},
 };
 use monitor_common::{
-    MAX_ERRNO, MAX_SYSCALLS, ProcessStats, SyscallStat, TargetCounters, ThreadStats, maps as names,
+    MAX_ERRNO, MAX_SYSCALLS, SyscallStat, TargetCounters, ThreadStats, map_full, maps as names,
 };
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::target_index::TargetIndex;
 
@@ -17,8 +18,9 @@ pub struct KernelMaps {
     counters: PerCpuArray<MapData, TargetCounters>,
     syscalls: PerCpuArray<MapData, SyscallStat>,
     fd_open_errors: PerCpuArray<MapData, u64>,
-    process_stats: PerCpuHashMap<MapData, u32, ProcessStats>,
     thread_stats: HashMap<MapData, u32, ThreadStats>,
+    map_full: PerCpuArray<MapData, u64>,
+    sched_attached: Array<MapData, u32>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -42,15 +44,34 @@ impl KernelMaps {
             counters: take(ebpf, names::TARGET_COUNTERS)?,
             syscalls: take(ebpf, names::SYSCALLS)?,
             fd_open_errors: take(ebpf, names::FD_OPEN_ERRORS)?,
-            process_stats: take(ebpf, names::PROCESS_STATS)?,
             thread_stats: take(ebpf, names::THREAD_STATS)?,
+            map_full: take(ebpf, names::MAP_FULL)?,
+            sched_attached: take(ebpf, names::SCHED_ATTACHED)?,
         })
+    }
+
+    /// Tells the exit program that sched_switch is attached and accounts final switch-outs.
+    pub fn set_sched_attached(&mut self) -> anyhow::Result<()> {
+        self.sched_attached
+            .set(0, 1, 0)
+            .context("telling the kernel programs that sched_switch is attached")
+    }
+
+    /// (map, failed inserts) for every map whose inserts can fail for lack of room.
+    pub fn map_full(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
+        (0..map_full::COUNT)
+            .map(|i| {
+                let per_cpu = self
+                    .map_full
+                    .get(&i, 0)
+                    .context("reading the map-full counters")?;
+                Ok((map_full::NAMES[i as usize], per_cpu.iter().sum()))
+            })
+            .collect()
     }
 
     /// Puts a process into the target set under `slot`; its forks follow in the kernel.
     pub fn add_process(&mut self, tgid: u32, slot: u32) -> anyhow::Result<()> {
-        // Whatever a previous process with this pid left behind is not ours.
-        let _ = self.process_stats.remove(&tgid);
         self.targets
             .insert(tgid, slot, 0)
             .with_context(|| format!("adding pid {tgid} to the kernel's target set"))?;
@@ -62,20 +83,13 @@ impl KernelMaps {
     pub fn remove_process(&mut self, tgid: u32) {
         self.index.clear(tgid);
         let _ = self.targets.remove(&tgid);
-        let _ = self.process_stats.remove(&tgid);
     }
 
-    /// Processes in the target set under `slot`.
-    pub fn members(&self, slot: u32) -> Vec<u32> {
-        let mut out: Vec<u32> = self
-            .targets
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|&(_, s)| s == slot)
-            .map(|(tgid, _)| tgid)
-            .collect();
-        out.sort_unstable();
-        out
+    /// Processes in the target set under `slot`, each once. A hash map walked while the kernel
+    /// deletes from it restarts from its first key when the current one is deleted, so the
+    /// walk can yield a key twice; the set keeps one.
+    pub fn members(&self, slot: u32) -> BTreeSet<u32> {
+        distinct_members(self.targets.iter().filter_map(Result::ok), slot)
     }
 
     pub fn counters(&self, slot: u32) -> anyhow::Result<TargetCounters> {
@@ -122,15 +136,18 @@ impl KernelMaps {
         Ok(out)
     }
 
-    /// Per-thread scheduler totals of target threads (exited ones until they are forgotten).
-    pub fn threads(&self) -> Vec<(u32, ThreadStats)> {
+    /// Per-thread scheduler totals of live target threads, each once (see `members`).
+    pub fn threads(&self) -> BTreeMap<u32, ThreadStats> {
         self.thread_stats.iter().filter_map(Result::ok).collect()
     }
+}
 
-    /// Deletes the entry of a thread that is gone.
-    pub fn forget_thread(&mut self, tid: u32) {
-        let _ = self.thread_stats.remove(&tid);
-    }
+/// The tgids of `slot` among (tgid, slot) pairs, each once.
+fn distinct_members(pairs: impl Iterator<Item = (u32, u32)>, slot: u32) -> BTreeSet<u32> {
+    pairs
+        .filter(|&(_, s)| s == slot)
+        .map(|(tgid, _)| tgid)
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns() reads.
@@ -142,4 +159,18 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_that_restarted_yields_each_member_once() {
+        // What a walk of TARGETS returns when the kernel deletes the key it stood on: the keys
+        // before it again.
+        let walk = [(10, 0), (11, 0), (12, 1), (10, 0), (11, 0), (13, 0)];
+        let members = distinct_members(walk.into_iter(), 0);
+        assert_eq!(members.into_iter().collect::<Vec<_>>(), vec![10, 11, 13]);
+    }
 }

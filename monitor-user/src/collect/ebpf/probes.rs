@@ -31,6 +31,11 @@ pub const PROGRAMS: &[&str] = &[
     "page_fault_kernel",
 ];
 
+/// Entries of the per-thread map (live target threads whose on-CPU time is kept individually),
+/// when the default (MAX_TARGET_THREADS) is not what the host needs: a service with tens of
+/// thousands of threads alive, or a test that fills it on purpose.
+pub const MAX_THREADS_ENV: &str = "MONITOR_MAX_TARGET_THREADS";
+
 /// Set to 1 to take the variants for the oldest kernels even where newer ones fit (they are
 /// correct on every kernel), so a new kernel's test run covers them too.
 pub const COMPAT_VARIANTS_ENV: &str = "MONITOR_COMPAT_VARIANTS";
@@ -58,8 +63,11 @@ pub fn variant(program: &'static str, args: &TracepointArgs, compat: bool) -> Va
             mechanism: "raw tracepoint sched_switch (3 arguments), prev_state read from task_struct",
         },
         "sched_process_exit" if newest(args.sched_process_exit, 2) => Variant {
-            parts: &[("sched_process_exit", "sched_process_exit")],
-            mechanism: "raw tracepoint sched_process_exit, group_dead from its 2nd argument (6.16+)",
+            parts: &[
+                ("sched_process_exit", "sched_process_exit"),
+                ("sched_process_free", "sched_process_free"),
+            ],
+            mechanism: "raw tracepoints sched_process_exit (group_dead from its 2nd argument, 6.16+) + sched_process_free",
         },
         "sched_process_exit" => Variant {
             parts: &[
@@ -130,12 +138,24 @@ impl Probes {
         let kernel = KernelBtf::from_btf_file(Path::new(VMLINUX_BTF))?;
         let offsets = kernel.offsets;
         let compat = std::env::var_os(COMPAT_VARIANTS_ENV).is_some_and(|v| v == "1");
+        let exit_knows_group_dead = u32::from(
+            variant("sched_process_exit", &kernel.tracepoints, compat)
+                .parts
+                .contains(&("sched_process_exit", "sched_process_exit")),
+        );
         // Parsing the kernel's BTF took tens of MB of small allocations, all freed now: return
         // them, or they stay in the daemon's RSS.
         release_free_heap();
         let index_entries = super::target_index::entries_for_host()?;
+        let thread_entries = match std::env::var(MAX_THREADS_ENV) {
+            Ok(v) => v.parse::<u32>().ok().filter(|&n| n > 0).with_context(|| {
+                format!("{MAX_THREADS_ENV}={v:?} is not a positive number of threads")
+            })?,
+            Err(_) => monitor_common::MAX_TARGET_THREADS,
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(monitor_common::maps::TARGET_INDEX, index_entries)
+            .map_max_entries(monitor_common::maps::THREAD_STATS, thread_entries)
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_MIN_FLT_OFFSET, &offsets.min_flt, true)
@@ -151,6 +171,7 @@ impl Probes {
                 &offsets.group_leader,
                 true,
             )
+            .override_global(globals::EXIT_KNOWS_GROUP_DEAD, &exit_knows_group_dead, true)
             .override_global(
                 globals::SYS_ENTER_ATTACHED,
                 &u32::from(selection.syscalls()),
@@ -205,7 +226,13 @@ impl Probes {
                 p.error.as_deref().unwrap_or_default()
             );
         }
-        let maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
+        let mut maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
+        if programs
+            .iter()
+            .any(|p| p.name == "sched_switch" && p.attached())
+        {
+            maps.set_sched_attached()?;
+        }
         // The loader parsed the kernel's BTF again for relocations.
         release_free_heap();
         Ok(Self {
@@ -307,7 +334,7 @@ mod tests {
     fn newest_variants_where_the_arguments_exist() {
         let f = functions(&NEW, false);
         assert!(f.contains(&"sched_switch") && f.contains(&"sched_process_exit"));
-        assert!(!f.contains(&"sched_process_free"));
+        assert!(!f.contains(&"sched_process_exit_thread"));
     }
 
     #[test]
