@@ -242,29 +242,231 @@ fn proc_only_mode_reports_cpu_and_marks_ebpf_off() {
     w.finish();
 }
 
+/// Capabilities are per thread: every thread of the daemon (the sampler, the notifiers' outbox
+/// writer, the runtime's) must have dropped them, from the bounding set too, with no_new_privs.
 #[test]
 fn daemon_drops_capabilities_after_attaching() {
     require_root();
     let w = Workload::start(&workload_bin(), &["spin", "--millis", "10"]);
     let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
-    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
-    let mask = u64::from_str_radix(cap_eff.split_whitespace().nth(1).unwrap(), 16).unwrap();
     // Only CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19) remain; CAP_SYS_ADMIN (21) and
     // CAP_PERFMON (38) are gone, and CAP_BPF (39) too on kernels that check it only when maps and
     // programs are created (6.5 and later). Older ones check it on every map access, which the
     // daemon needs to add processes to the target set: the other daemon tests show it can.
     let (major, minor) = kernel_version();
-    let expected = if (major, minor) >= (6, 5) {
-        (1 << 2) | (1 << 19)
+    let base: u64 = (1 << 2) | (1 << 19);
+    let allowed = if (major, minor) >= (6, 5) {
+        vec![base]
     } else {
-        (1 << 2) | (1 << 19) | (1 << 39)
+        vec![base, base | (1 << 39)]
     };
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap();
+    let mut seen = Vec::new();
+    for task in tasks {
+        let dir = task.unwrap().path();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {}", dir.display()))
+                .trim()
+                .to_owned()
+        };
+        let mask = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert!(
+                allowed.contains(&mask(set)),
+                "thread {} ({}) {set} {:x} on {major}.{minor}",
+                dir.display(),
+                comm.trim(),
+                mask(set)
+            );
+        }
+        assert_eq!(
+            mask("CapInh:"),
+            0,
+            "thread {} ({})",
+            dir.display(),
+            comm.trim()
+        );
+        assert_eq!(
+            mask("CapAmb:"),
+            0,
+            "thread {} ({})",
+            dir.display(),
+            comm.trim()
+        );
+        assert_eq!(
+            field("NoNewPrivs:"),
+            "1",
+            "thread {} ({})",
+            dir.display(),
+            comm.trim()
+        );
+        seen.push(comm.trim().to_owned());
+    }
     assert!(
-        mask == expected || mask == (1 << 2) | (1 << 19),
-        "{cap_eff} on {major}.{minor}"
+        seen.iter().any(|c| c == "sampler") && seen.iter().any(|c| c == "monitor-outbox"),
+        "the sampler and outbox threads are among those checked: {seen:?}"
     );
     drop(w);
+}
+
+/// A sampler that dies must take the daemon down (non-zero exit, saying why) rather than leave
+/// /metrics serving its last values with app_up 1.
+#[test]
+fn a_dead_sampler_ends_the_daemon() {
+    require_root();
+    let w = Workload::start(&workload_bin(), &["spin", "--millis", "10"]);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), FAST_CONFIG).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "{FAST_CONFIG}\n[alerting]\nstate_dir = \"{}\"\n",
+            state.path().display()
+        ),
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let mut child = Command::new(monitor_bin())
+        .args(["run", "--pid", &w.pid().to_string(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(config.path())
+        .env("MONITOR_TEST_SAMPLER_PANIC_AFTER", "3")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon kept running after its sampler panicked");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("the sampler thread stopped (it panicked"),
+        "stderr says why:\n{stderr}"
+    );
+    drop(w);
+}
+
+/// The time of the last good sample is exported and moves at the sampling cadence.
+#[test]
+fn last_sample_timestamp_follows_the_cadence() {
+    require_root();
+    let w = Workload::start(&workload_bin(), &["spin", "--millis", "10"]);
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    d.wait_for(
+        |m| metric_value(m, "monitor_last_sample_timestamp_seconds", &[]).is_some_and(|v| v > 0.0),
+        "a first sample",
+    );
+    let first = d
+        .value("monitor_last_sample_timestamp_seconds", &[])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = d
+        .value("monitor_last_sample_timestamp_seconds", &[])
+        .unwrap();
+    // The cadence is 300 ms: a second later the stamp has moved and is at most one cadence old.
+    assert!(second > first, "{first} then {second}");
+    assert!(
+        (now() - second) < 1.0,
+        "last sample {second}, now {}",
+        now()
+    );
+    assert_eq!(d.value("monitor_sample_failures_total", &[]), Some(0.0));
+    drop(w);
+}
+
+/// Switches are the sum over every thread, in /proc-only mode too, where the process-level
+/// status file shows the leader's alone.
+#[test]
+fn proc_only_switches_are_every_threads() {
+    require_root();
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["switches", "--threads", "4", "--count", "300"],
+    );
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--no-ebpf"]);
+    let t = target_label(&d);
+    let truth = w.go();
+    let ours = d.settled(
+        "app_context_switches_total",
+        &[("target", &t), ("kind", "voluntary")],
+    );
+    let truth_vol = u(&truth["rusage_self"]["nvcsw"]) as f64;
+    assert!(truth_vol >= 1200.0, "{truth}");
+    // The parked threads' last sleep comes after the report: a few more.
+    assert_within("voluntary switches (/proc)", ours, truth_vol, 0.01);
+    w.finish();
+}
+
+/// A process that joins with threads that already switched: the join baseline holds every
+/// thread's switches, not the leader's alone.
+#[test]
+fn join_baseline_holds_every_threads_switches() {
+    require_root();
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["switches", "--threads", "4", "--count", "300"],
+    );
+    let truth = w.go();
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
+    let t = target_label(&d);
+    let ours = d.settled(
+        "app_context_switches_total",
+        &[("target", &t), ("kind", "voluntary")],
+    );
+    let truth_vol = u(&truth["rusage_self"]["nvcsw"]) as f64;
+    assert!(truth_vol >= 1200.0, "{truth}");
+    assert_within("voluntary switches (joined)", ours, truth_vol, 0.01);
+    w.finish();
+}
+
+/// Without sched_switch, processes still leave the kernel's target set when they exit; user
+/// space's discovery, which would also drop them, is set to an hour so only the kernel's own
+/// cleanup counts here.
+#[test]
+fn exited_children_leave_the_target_set_without_sched() {
+    require_root();
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["fork", "--children", "3", "--millis", "100"],
+    );
+    let config = FAST_CONFIG.replace("discovery = \"200ms\"", "discovery = \"1h\"");
+    assert_ne!(config, FAST_CONFIG);
+    let d = Daemon::start_configured(
+        &["--pid", &w.pid().to_string()],
+        &["--programs", "syscalls"],
+        &config,
+    );
+    let t = target_label(&d);
+    let truth = w.go();
+    assert_eq!(truth["work"]["children"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        d.settled("app_processes", &[("target", &t)]),
+        1.0,
+        "the three reaped children left the target set"
+    );
+    w.finish();
 }
 
 /// A kernel that refuses BPF (here: an unprivileged user without CAP_BPF): `run` says why and

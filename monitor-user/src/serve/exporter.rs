@@ -57,6 +57,8 @@ pub struct Exporter {
     syscall_seconds: CounterVec,
     syscall_latency_lost: IntCounterVec,
     kernel_map_full: IntCounterVec,
+    last_sample: prometheus::Gauge,
+    sample_failures: prometheus::IntCounter,
     ebpf_attached: IntGaugeVec,
     cpu_spikes: IntCounterVec,
     alerts_firing: IntGaugeVec,
@@ -260,6 +262,22 @@ impl Exporter {
                 "Syscalls counted without latency (attached mid-call, or a start slot shared by two threads)",
                 t
             ),
+            last_sample: {
+                let g = prometheus::Gauge::with_opts(opts(
+                    "monitor_last_sample_timestamp_seconds",
+                    "When the target was last sampled (Unix time); alert on time() minus this growing beyond a few cadences",
+                ))?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            sample_failures: {
+                let c = prometheus::IntCounter::with_opts(opts(
+                    "monitor_sample_failures_total",
+                    "Samples that failed (the reason is in the daemon's log); the values shown are then the last good ones",
+                ))?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             kernel_map_full: reg!(
                 IntCounterVec,
                 "monitor_kernel_map_full_total",
@@ -420,6 +438,18 @@ impl Exporter {
         for &(map, n) in &k.map_full {
             advance(&self.kernel_map_full.with_label_values(&[map]), n);
         }
+    }
+
+    /// Records a successful sample taken at `at`.
+    pub fn sampled_at(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_sample.set(secs);
+    }
+
+    pub fn sample_failed(&self) {
+        self.sample_failures.inc();
     }
 
     pub fn count_spike(&self) {

@@ -271,8 +271,13 @@ impl Daemon {
 
     /// With `more_config` (TOML tables) after the fast cadences.
     pub fn start_with(target: &[&str], extra: &[&str], more_config: &str) -> Self {
+        Self::start_configured(target, extra, &format!("{FAST_CONFIG}{more_config}"))
+    }
+
+    /// With `config` as the whole configuration (an `[alerting]` state directory is added unless
+    /// it has one).
+    pub fn start_configured(target: &[&str], extra: &[&str], more_config: &str) -> Self {
         let mut config = tempfile::NamedTempFile::new().unwrap();
-        config.write_all(FAST_CONFIG.as_bytes()).unwrap();
         config.write_all(more_config.as_bytes()).unwrap();
         // Alert state and outbox of this daemon only, unless the test chose them.
         let state = tempfile::tempdir().unwrap();

@@ -31,6 +31,11 @@ const DAEMON_TESTS: &[&str] = &[
     "running_slices_are_included",
     "programs_left_out_export_no_series",
     "daemon_drops_capabilities_after_attaching",
+    "a_dead_sampler_ends_the_daemon",
+    "last_sample_timestamp_follows_the_cadence",
+    "proc_only_switches_are_every_threads",
+    "join_baseline_holds_every_threads_switches",
+    "exited_children_leave_the_target_set_without_sched",
 ];
 
 /// `monitor stat --json -- workload ARGS` runs whose reports come back as `<name>.json`.

@@ -62,6 +62,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         !args.no_seed_names,
     )?);
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
+    drop_privileges(&mut collector);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,26 +93,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         let events = EventLog::new(config.alerting.events_kept);
         let alerting = Alerting::new(&config, &name, &instance, events.clone(), notifier.clone());
-        let keep_bpf = collector
-            .probes_mut()
-            .is_some_and(|p| privileges::map_access_needs_cap_bpf(&p.maps));
-        if keep_bpf {
-            info!(
-                "this kernel checks CAP_BPF on every map access (before 6.5): keeping CAP_BPF to update the target set"
-            );
-        }
-        match privileges::drop_unneeded(keep_bpf) {
-            Ok(kept) => info!(?kept, "dropped capabilities not needed after attaching"),
-            Err(e) => warn!("could not drop capabilities: {e}"),
-        }
         info!(%listen, target_name = %name, ebpf = ebpf_on, "serving /metrics");
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
         let sampler = {
             let exporter = exporter.clone();
             let config = config.clone();
             std::thread::Builder::new()
                 .name("sampler".into())
-                .spawn(move || sample_loop(collector, &exporter, &config, alerting, &stop_rx))
+                .spawn(move || {
+                    // Whatever ends the sampler (a panic included) must end the daemon: /metrics
+                    // would otherwise serve the last values as if they were current.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        sample_loop(collector, &exporter, &config, alerting, &stop_rx)
+                    }));
+                    let why = match outcome {
+                        Ok(()) => "it returned".to_owned(),
+                        Err(panic) => format!("it panicked: {}", panic_message(&panic)),
+                    };
+                    let _ = ended_tx.send(why);
+                })
                 .context("starting the sampler thread")?
         };
         let logs = async move {
@@ -125,6 +126,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             r = http::serve(listener, state) => r,
             r = shutdown_signal() => r,
             () = logs => Ok(()),
+            why = ended_rx => Err(anyhow::anyhow!(
+                "the sampler thread stopped ({}); exiting rather than serving stale values",
+                why.unwrap_or_else(|_| "it vanished".to_owned())
+            )),
         };
         let _ = stop_tx.send(());
         let _ = sampler.join();
@@ -137,6 +142,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         outcome.map(|()| ExitCode::SUCCESS)
     })
+}
+
+/// Drops the capabilities not needed after attaching, while the daemon has one thread.
+fn drop_privileges(collector: &mut Collector) {
+    let keep_bpf = collector
+        .probes_mut()
+        .is_some_and(|p| privileges::map_access_needs_cap_bpf(&p.maps));
+    if keep_bpf {
+        info!(
+            "this kernel checks CAP_BPF on every map access (before 6.5): keeping CAP_BPF to update the target set"
+        );
+    }
+    match privileges::drop_unneeded(keep_bpf) {
+        Ok(kept) => info!(?kept, "dropped capabilities not needed after attaching"),
+        Err(e) => warn!("could not drop capabilities: {e}"),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
@@ -168,6 +197,9 @@ fn load_probes(args: &RunArgs) -> anyhow::Result<Option<Probes>> {
     }
 }
 
+/// Set to N to make the sampler panic at its (N+1)th sample: a test hook.
+const SAMPLER_PANIC_ENV: &str = "MONITOR_TEST_SAMPLER_PANIC_AFTER";
+
 /// Runs the cadences until `stop` fires: every kernel counter, CPU and memory at
 /// `cadence.cpu_memory`, VMS and fds/threads on their own, and membership at `cadence.discovery`.
 fn sample_loop(
@@ -184,6 +216,11 @@ fn sample_loop(
     let mut next = [start; 4]; // discovery, cpu_memory, vms, fds_threads
     let periods = [c.discovery, c.cpu_memory, c.vms, c.fds_threads];
     let mut was_up = !collector.members().is_empty();
+    // A test hook: panic after this many samples, so the tests can show that a dead sampler
+    // ends the daemon (tests/tests/daemon.rs).
+    let mut panic_after: Option<u64> = std::env::var(SAMPLER_PANIC_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
     loop {
         let now = Instant::now();
         let due_now: Vec<bool> = next.iter().map(|&t| now >= t).collect();
@@ -210,8 +247,13 @@ fn sample_loop(
                 vms: due_now[2],
                 fds_threads: due_now[3],
             };
+            if let Some(n) = panic_after.as_mut() {
+                assert!(*n > 0, "{SAMPLER_PANIC_ENV} reached");
+                *n -= 1;
+            }
             match collector.sample(due) {
                 Ok(s) => {
+                    exporter.sampled_at(std::time::SystemTime::now());
                     if s.up != was_up {
                         if s.up {
                             info!("target is up ({} processes)", s.processes);
@@ -226,7 +268,10 @@ fn sample_loop(
                         alerting.on_sample(&model, exporter);
                     }
                 }
-                Err(e) => warn!("sampling failed: {e:#}"),
+                Err(e) => {
+                    exporter.sample_failed();
+                    warn!("sampling failed: {e:#}");
+                }
             }
             let took = now.elapsed();
             if took > c.cpu_memory / 2 {

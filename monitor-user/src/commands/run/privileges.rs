@@ -7,6 +7,11 @@
 //! is tried on the running kernel (a stable kernel may carry the change), not read off its version.
 //! Reading other users' /proc/PID/{fd,task} needs CAP_SYS_PTRACE (PTRACE_MODE_READ) and
 //! CAP_DAC_READ_SEARCH. Everything else (CAP_SYS_ADMIN, CAP_PERFMON, ...) goes.
+//!
+//! Capabilities are per thread, and a thread keeps what it had when it was started: the drop
+//! must happen while the process has one thread (before the runtime, the notifiers and the
+//! sampler start), and it also empties the bounding set of what is not kept and sets
+//! no_new_privs, so nothing the daemon runs later (an exec, a setuid binary) can get them back.
 use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::collect::ebpf::maps::KernelMaps;
@@ -30,19 +35,50 @@ pub fn map_access_needs_cap_bpf(maps: &KernelMaps) -> bool {
     refused
 }
 
-/// Drops every capability but [`KEPT`] (and CAP_BPF when `keep_bpf`) from this thread, which
-/// threads started later inherit.
-pub fn drop_unneeded(keep_bpf: bool) -> Result<CapsHashSet, caps::errors::CapsError> {
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error(
+        "the process already runs {0} threads; capabilities are per thread, so the others would keep theirs"
+    )]
+    NotSingleThreaded(usize),
+    #[error("reading the thread list in /proc/self/task: {0}")]
+    Threads(#[source] std::io::Error),
+    #[error("changing capabilities: {0}")]
+    Caps(#[from] caps::errors::CapsError),
+    #[error("setting no_new_privs: {0}")]
+    NoNewPrivs(#[source] std::io::Error),
+}
+
+/// Drops every capability but [`KEPT`] (and CAP_BPF when `keep_bpf`) for good: from the
+/// effective, permitted, inheritable, ambient and bounding sets, then sets no_new_privs. Refuses
+/// when the process runs more than one thread, whose capabilities this could not reach.
+pub fn drop_unneeded(keep_bpf: bool) -> Result<CapsHashSet, DropError> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(DropError::Threads)?
+        .count();
+    if threads != 1 {
+        return Err(DropError::NotSingleThreaded(threads));
+    }
     let mut keep: CapsHashSet = KEPT.iter().copied().collect();
     if keep_bpf {
         keep.insert(Capability::CAP_BPF);
     }
     let permitted = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
+    for cap in caps::read(None, CapSet::Bounding)? {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)?;
+        }
+    }
+    // Children must not regain anything through the ambient or inheritable sets.
+    caps::clear(None, CapSet::Ambient)?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())?;
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
-    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())?;
-    // Children (none today) must not regain anything through the ambient set.
-    caps::clear(None, CapSet::Ambient)?;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(DropError::NoNewPrivs(std::io::Error::last_os_error()));
+    }
     Ok(keep)
 }
