@@ -281,3 +281,45 @@ fn context_switches_of_every_thread_match_getrusage() {
     assert_within("context switches", ours as f64, truth as f64, 0.01);
     let _ = w;
 }
+
+/// Raises pid_max for the life of the guard, restoring it after.
+struct PidMax(String);
+
+impl PidMax {
+    fn raise_to(value: u32) -> Self {
+        let old = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        if old.trim().parse::<u32>().unwrap() < value {
+            std::fs::write("/proc/sys/kernel/pid_max", value.to_string())
+                .expect("raising pid_max (as root)");
+        }
+        Self(old)
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/pid_max", self.0.trim());
+    }
+}
+
+/// Two processes whose pids share a syscall start slot (equal modulo 65536, as threads of a large
+/// pool on a host with a high pid_max are) sleep at the same time: neither call's latency is
+/// lost or taken for the other's.
+#[test]
+fn syscall_latency_of_threads_sharing_a_start_slot_is_kept() {
+    require_root();
+    let _pid_max = PidMax::raise_to(4 * 65536);
+    let (m, w, code) = stat_workload(&["collide", "--count", "40", "--millis", "20"]);
+    assert_eq!(code, 0, "{w}");
+    let children = w["work"]["children"].as_array().unwrap();
+    let (a, b) = (u(&children[0]), u(&children[1]));
+    assert_eq!(a % 65536, b % 65536, "{a} and {b} share a slot");
+    assert_eq!(u(&m["syscalls"]["nanosleep"]), 80);
+    let truth = u(&w["work"]["sleep_ns"]) as f64 / 1e9;
+    let ours = m["syscall_seconds"]["nanosleep"].as_f64().unwrap();
+    assert!(
+        ours <= truth,
+        "monitor {ours} s inside the calls' own bracket {truth} s"
+    );
+    assert_within("nanosleep latency in a shared slot", ours, truth, 0.01);
+}

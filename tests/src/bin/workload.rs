@@ -188,6 +188,18 @@ enum Mode {
         #[arg(long, value_name = "C")]
         count: u64,
     },
+    /// Two child processes whose pids are equal modulo 65536 (chosen with clone3's set_tid: needs
+    /// root and pid_max above 65536 plus the first) each make N raw nanosleep calls of M ms,
+    /// timed around each call, at the same time: a thread-indexed table of 65536 slots sees
+    /// both in one slot.
+    Collide {
+        /// Calls per child.
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Milliseconds each call sleeps.
+        #[arg(long, value_name = "M")]
+        millis: u64,
+    },
     /// Run workload commands read from stdin, one per line (e.g. `syscalls --count 1000`), each
     /// printing its own report line, until stdin reaches EOF. One process, many measurements: a
     /// tracer attached to its pid once sees every one of them.
@@ -217,6 +229,7 @@ impl Mode {
             Self::Tree { .. } => "tree",
             Self::Threads { .. } => "threads",
             Self::Switches { .. } => "switches",
+            Self::Collide { .. } => "collide",
             Self::Serve => "serve",
         }
     }
@@ -248,6 +261,7 @@ impl Mode {
                 spin_us,
             } => threads(total, alive, spin_us),
             Self::Switches { threads, count } => switches(threads, count),
+            Self::Collide { count, millis } => collide(count, millis),
             Self::Serve => bail!("serve runs other modes, not itself"),
         }
     }
@@ -364,6 +378,13 @@ enum Work {
     Switches {
         threads: usize,
         sleeps_per_thread: u64,
+    },
+    Collide {
+        children: Vec<u32>,
+        sleeps_per_child: u64,
+        millis: u64,
+        /// Sum over both children of their calls' durations, timed around each syscall.
+        sleep_ns: u64,
     },
 }
 
@@ -610,6 +631,133 @@ fn switches(threads: usize, count: u64) -> Result<Outcome> {
         work: Work::Switches {
             threads,
             sleeps_per_thread: count,
+        },
+        ns_per_op: None,
+    })
+}
+
+/// struct clone_args of clone3(2), up to set_tid_size (CLONE_ARGS_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// Forks a child with pid `pid` (EEXIST when it is taken); the child runs `child` and exits.
+fn fork_with_pid(pid: libc::pid_t, child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: (&raw const pid) as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is fork: the child has its own copy of memory, and this
+    // process has one thread, so no lock is held by a thread that is not copied.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, &args, size_of::<CloneArgs>()) };
+    match rc {
+        0 => {
+            let code = child();
+            // SAFETY: leaving the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        -1 => Err(io::Error::last_os_error()),
+        pid => Ok(pid as libc::pid_t),
+    }
+}
+
+fn collide(count: u64, millis: u64) -> Result<Outcome> {
+    const SPAN: libc::pid_t = 1 << 16;
+    let pid_max: libc::pid_t = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .context("reading pid_max")?
+        .trim()
+        .parse()
+        .context("parsing pid_max")?;
+    let ts = libc::timespec {
+        tv_sec: (millis / 1000) as libc::time_t,
+        tv_nsec: ((millis % 1000) * 1_000_000) as libc::c_long,
+    };
+    // Each child writes its summed sleep time (8 bytes) to the pipe.
+    let mut pipe = [0; 2];
+    // SAFETY: a valid array of two fds.
+    ensure!(
+        unsafe { libc::pipe(pipe.as_mut_ptr()) } == 0,
+        "pipe: {}",
+        io::Error::last_os_error()
+    );
+    let sleeper = || -> i32 {
+        let mut total = 0u64;
+        for _ in 0..count {
+            let t = Instant::now();
+            // SAFETY: a valid timespec; no remainder wanted.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_nanosleep,
+                    &ts,
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            };
+            total += t.elapsed().as_nanos() as u64;
+            if rc != 0 {
+                return 1;
+            }
+        }
+        let bytes = total.to_ne_bytes();
+        // SAFETY: writing our buffer to our pipe.
+        let n = unsafe { libc::write(pipe[1], bytes.as_ptr().cast(), bytes.len()) };
+        if n == 8 { 0 } else { 1 }
+    };
+    // SAFETY: getpid has no preconditions.
+    let base = unsafe { libc::getpid() };
+    let mut children = None;
+    for candidate in (base + 100..pid_max - SPAN).step_by(37).take(200) {
+        let first = match fork_with_pid(candidate, sleeper) {
+            Ok(pid) => pid,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(e).context("clone3 with set_tid (needs root)"),
+        };
+        match fork_with_pid(candidate + SPAN, sleeper) {
+            Ok(second) => {
+                children = Some([first, second]);
+                break;
+            }
+            Err(e) => {
+                reap(first)?;
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e).context("clone3 with set_tid (needs root)");
+                }
+            }
+        }
+    }
+    let children = children.with_context(|| {
+        format!(
+            "found no two free pids 65536 apart below pid_max {pid_max} (raise it above {})",
+            base + 100 + SPAN
+        )
+    })?;
+    let mut sleep_ns = 0;
+    for &child in &children {
+        reap(child)?;
+        let mut bytes = [0u8; 8];
+        // SAFETY: reading into our buffer from our pipe.
+        let n = unsafe { libc::read(pipe[0], bytes.as_mut_ptr().cast(), 8) };
+        ensure!(n == 8, "a sleeper did not report");
+        sleep_ns += u64::from_ne_bytes(bytes);
+    }
+    Ok(Outcome {
+        work: Work::Collide {
+            children: children.iter().map(|&p| p as u32).collect(),
+            sleeps_per_child: count,
+            millis,
+            sleep_ns,
         },
         ns_per_op: None,
     })
