@@ -417,3 +417,53 @@ impl Collector {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path};
+
+    use super::*;
+
+    /// A /proc/PID/stat line with the given state and start time.
+    fn stat_line(pid: u32, state: char, start: u64) -> String {
+        format!(
+            "{pid} (app) {state} 1 {pid} {pid} 0 -1 4194560 \
+             110 220 3 4 500 60 7 8 20 0 1 0 {start} 104857600 \
+             321 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n"
+        )
+    }
+
+    fn write(root: &Path, pid: u32, state: char, start: u64) {
+        fs::create_dir_all(root.join(pid.to_string())).unwrap();
+        fs::write(root.join(format!("{pid}/stat")), stat_line(pid, state, start)).unwrap();
+        fs::write(root.join(format!("{pid}/comm")), "app\n").unwrap();
+        fs::write(root.join(format!("{pid}/statm")), "100 10 5 1 0 20 0\n").unwrap();
+    }
+
+    #[test]
+    fn a_zombie_root_is_not_a_member() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 7, 'Z', 500);
+        write(dir.path(), 8, 'S', 600);
+        let procfs = ProcFs::with_units(dir.path(), 4096, 100);
+        let c = Collector::new(procfs.clone(), None, Selector::Pid(7), 0).unwrap();
+        assert!(c.members().is_empty(), "{:?}", c.members());
+        let c = Collector::new(procfs, None, Selector::Comm("app".into()), 0).unwrap();
+        assert_eq!(c.members(), vec![8]);
+    }
+
+    #[test]
+    fn a_joined_process_is_remembered_until_its_pid_names_another() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 7, 'S', 500);
+        let procfs = ProcFs::with_units(dir.path(), 4096, 100);
+        let mut joined = Joined::default();
+        joined.record(7, 500);
+        joined.retain_live(&procfs);
+        assert!(joined.contains(7, 500));
+        // The pid now names a new process: the old one is forgotten, the new one is not joined.
+        write(dir.path(), 7, 'S', 900);
+        joined.retain_live(&procfs);
+        assert!(!joined.contains(7, 500) && !joined.contains(7, 900));
+    }
+}
