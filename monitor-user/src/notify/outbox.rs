@@ -19,7 +19,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Alert;
+use crate::{alerts::Alert, state_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -31,6 +31,8 @@ pub enum OutboxError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read outbox entry {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error("cannot make outbox entry {path} private to monitor's user: {source}")]
+    MakePrivate { path: PathBuf, source: io::Error },
     #[error("outbox entry {path} is corrupt ({source}); kept as {kept}")]
     Corrupt {
         path: PathBuf,
@@ -79,7 +81,7 @@ impl Outbox {
     pub fn open(dir: PathBuf) -> (Self, Vec<Entry>, Vec<OutboxError>) {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
-        match fs::create_dir_all(&dir) {
+        match state_file::create_dir(&dir) {
             Err(source) => problems.push(OutboxError::CreateDir {
                 path: dir.clone(),
                 source,
@@ -114,7 +116,7 @@ impl Outbox {
         alerts: &[Alert],
     ) -> Result<PathBuf, OutboxError> {
         // The directory may have been removed or been unwritable at start: try again each time.
-        fs::create_dir_all(&self.dir).map_err(|source| OutboxError::CreateDir {
+        state_file::create_dir(&self.dir).map_err(|source| OutboxError::CreateDir {
             path: self.dir.clone(),
             source,
         })?;
@@ -127,7 +129,7 @@ impl Outbox {
         };
         let write = || -> io::Result<()> {
             let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
-            let mut file = fs::File::create(&tmp)?;
+            let mut file = state_file::create(&tmp)?;
             file.write_all(&json)?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -179,6 +181,13 @@ fn load(dir: &Path, problems: &mut Vec<OutboxError>) -> Result<Vec<Entry>, Outbo
         else {
             continue;
         };
+        if let Err(source) = state_file::make_private(&path) {
+            // Still sent: keeping an alert from its receiver would be worse than its mode.
+            problems.push(OutboxError::MakePrivate {
+                path: path.clone(),
+                source,
+            });
+        }
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(source) => {
@@ -251,6 +260,47 @@ mod tests {
         let msg = problems[0].to_string();
         assert!(msg.contains("00000000000000000007.json"), "{msg}");
         assert!(dir.path().join("00000000000000000007.corrupt").exists());
+    }
+
+    fn mode(path: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        format!(
+            "{:03o}",
+            fs::metadata(path).unwrap().permissions().mode() & 0o777
+        )
+    }
+
+    #[test]
+    fn entries_and_the_directories_made_for_them_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let q = state.join("outbox").join("webhook");
+        let (mut outbox, _, problems) = Outbox::open(q.clone());
+        assert!(problems.is_empty(), "{problems:?}");
+        let seq = outbox.next_seq();
+        let entry = outbox
+            .append(seq, SystemTime::now(), &[alert("A")])
+            .unwrap();
+        assert_eq!(mode(&entry), "600", "{}", entry.display());
+        for d in [&q, &state.join("outbox"), &state] {
+            assert_eq!(mode(d), "700", "{}", d.display());
+        }
+    }
+
+    #[test]
+    fn a_world_readable_entry_is_made_private_when_loaded() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut outbox, _, _) = Outbox::open(dir.path().to_path_buf());
+        let seq = outbox.next_seq();
+        let entry = outbox
+            .append(seq, SystemTime::now(), &[alert("A")])
+            .unwrap();
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, found, problems) = Outbox::open(dir.path().to_path_buf());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(found.len(), 1);
+        assert_eq!(mode(&entry), "600");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! evaluation, notifications, the event log, and alert state that survives restarts.
 use std::{
     collections::BTreeMap,
+    io::Write as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -21,6 +22,7 @@ use crate::{
     notify::Notifier,
     serve::events::EventLog,
     serve::exporter::Exporter,
+    state_file,
 };
 
 /// How long a spike's context is attached to CPU alerts that fire after it.
@@ -147,6 +149,12 @@ fn file_safe(name: &str) -> String {
 }
 
 fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
+    if let Err(e) = state_file::make_private(path) {
+        warn!(
+            "cannot make {} private to monitor's user: {e}",
+            path.display()
+        );
+    }
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -157,10 +165,50 @@ fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
 /// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
 fn save_state(path: &Path, state: &EngineState) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        state_file::create_dir(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(state)?)?;
+    state_file::create(&tmp)?.write_all(&serde_json::to_vec(state)?)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::notify::tests::alert;
+
+    fn mode(path: &Path) -> String {
+        format!(
+            "{:03o}",
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        )
+    }
+
+    /// A state that holds something: an unsent resolved alert.
+    fn some_state() -> EngineState {
+        serde_json::from_value(serde_json::json!({ "unsent": [alert("A")] })).unwrap()
+    }
+
+    #[test]
+    fn alert_state_and_the_directory_made_for_it_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let path = state_dir.join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        assert_eq!(mode(&path), "600");
+        assert_eq!(mode(&state_dir), "700");
+    }
+
+    #[test]
+    fn a_world_readable_state_file_is_made_private_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        std::fs::write(&path, serde_json::to_vec(&some_state()).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
+        assert_eq!(mode(&path), "600");
+    }
 }
