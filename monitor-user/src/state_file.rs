@@ -1,13 +1,15 @@
 //! The files monitor keeps its state in (alert state, outbox entries) and the directories it
-//! makes for them: readable by monitor's own user only, whatever the umask.
+//! makes for them: readable by monitor's own user only, whatever the umask, and replaced whole
+//! and durably.
 //!
 //! Why: alerts carry the watched application's labels, annotations and values (runbook links,
 //! host names, memory figures) that other local users have no business reading, and the daemon
 //! runs as root, whose usual umask (022) makes new files world-readable.
 use std::{
-    fs, io,
+    fs,
+    io::{self, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 /// Read and write for monitor's user only.
@@ -25,21 +27,45 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Creates (or truncates) a file for writing, 0600.
-pub fn create(path: &Path) -> io::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)?;
-    // `mode` applies only to a file this call creates: one left by an earlier run keeps its own.
-    let mode = file.metadata()?.permissions().mode();
-    if readable_by_others(mode) {
-        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-        warn_narrowed(path, mode);
-    }
-    Ok(file)
+/// What [`replace`] appends to a file's name for the copy it writes first.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Replaces the content of `path` so that a crash leaves the old content or the new one, never a
+/// torn file, and the new one is on disk once this returns: written to `path` + [`TMP_SUFFIX`]
+/// in the same directory, fsync'd, renamed over `path`, then the directory fsync'd (the rename
+/// is durable only once the directory is). The temporary file is made anew, 0600: whatever an
+/// earlier crash or anyone else left at its name (a torn copy, a read-only file, a symlink) is
+/// removed, not written through. On error nothing is left behind but, at worst, that file.
+pub fn replace(path: &Path, content: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let write = || -> io::Result<()> {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP_SUFFIX);
+    PathBuf::from(name)
 }
 
 /// Narrows an existing state file to 0600 if an earlier version of monitor (or an operator)

@@ -10,8 +10,7 @@
 //! Sequence numbers are `max(previous + 1, now in ns)`: increasing within a run, and not reusing
 //! the name of an entry left by an earlier run even when that run's files could not be listed.
 use std::{
-    fs,
-    io::{self, Write as _},
+    fs, io,
     path::{Path, PathBuf},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -66,7 +65,6 @@ struct Stored {
 }
 
 const SUFFIX: &str = ".json";
-const TMP_SUFFIX: &str = ".json.tmp";
 
 /// The writing side of one channel's queue directory.
 #[derive(Debug)]
@@ -121,28 +119,18 @@ impl Outbox {
             source,
         })?;
         let path = self.dir.join(format!("{seq:020}{SUFFIX}"));
-        let tmp = self.dir.join(format!("{seq:020}{TMP_SUFFIX}"));
         let stored = Stored {
             version: 1,
             created,
             alerts: alerts.to_vec(),
         };
-        let write = || -> io::Result<()> {
-            let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
-            let mut file = state_file::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename is durable only once the directory is.
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            OutboxError::Write {
+        serde_json::to_vec(&stored)
+            .map_err(io::Error::other)
+            .and_then(|json| state_file::replace(&path, &json))
+            .map_err(|source| OutboxError::Write {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(path)
     }
 }
@@ -170,7 +158,7 @@ fn load(dir: &Path, problems: &mut Vec<OutboxError>) -> Result<Vec<Entry>, Outbo
         let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if file_name.ends_with(TMP_SUFFIX) {
+        if file_name.ends_with(state_file::TMP_SUFFIX) {
             // A write that crashed before its rename: never acknowledged as queued.
             let _ = fs::remove_file(&path);
             continue;

@@ -2,7 +2,6 @@
 //! evaluation, notifications, the event log, and alert state that survives restarts.
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -148,6 +147,8 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
+/// A temporary file left by a crash during a save is not read (the previous state is whole);
+/// the next save replaces it.
 fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
     if let Err(e) = state_file::make_private(path) {
         warn!(
@@ -162,14 +163,12 @@ fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
     }
 }
 
-/// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
+/// Replaced whole and fsync'd (state_file::replace): a crash leaves the old state or the new one.
 fn save_state(path: &Path, state: &EngineState) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         state_file::create_dir(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    state_file::create(&tmp)?.write_all(&serde_json::to_vec(state)?)?;
-    std::fs::rename(&tmp, path)?;
+    state_file::replace(path, &serde_json::to_vec(state)?)?;
     Ok(())
 }
 
@@ -200,6 +199,50 @@ mod tests {
         save_state(&path, &some_state()).unwrap();
         assert_eq!(mode(&path), "600");
         assert_eq!(mode(&state_dir), "700");
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        save_state(&path, &EngineState::default()).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(EngineState::default()));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["alerts-app.json"]);
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_crash_breaks_neither_loading_nor_saving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        // Torn, and read-only as an interrupted copy or restore can leave it.
+        let tmp = dir.path().join("alerts-app.json.tmp");
+        std::fs::write(&tmp, b"{\"rules\": {\"Hi").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
+        save_state(&path, &EngineState::default()).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(EngineState::default()));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"not monitor's").unwrap();
+        let path = dir.path().join("alerts-app.json");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("alerts-app.json.tmp")).unwrap();
+        save_state(&path, &some_state()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "not monitor's"
+        );
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
     }
 
     #[test]
