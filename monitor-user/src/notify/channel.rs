@@ -21,7 +21,7 @@ impl Channel {
             } else {
                 Err(ConfigError::BadUrl {
                     name: name.into(),
-                    url: url.into(),
+                    url: redact::url(url),
                 })
             }
         };
@@ -68,12 +68,12 @@ impl Channel {
         !matches!(self, Self::Log)
     }
 
-    /// Where it delivers, for messages.
+    /// Where it delivers, for messages (URLs without their passwords).
     pub(super) fn describe(&self) -> String {
         match self {
             Self::Log => "the log".into(),
-            Self::Alertmanager(c) => format!("alertmanager {}", c.base),
-            Self::Webhook(c) => format!("webhook {}", c.url),
+            Self::Alertmanager(c) => format!("alertmanager {}", redact::url(&c.base)),
+            Self::Webhook(c) => format!("webhook {}", redact::url(&c.url)),
             Self::Email(c) => format!("smtp server {}", c.server),
         }
     }

@@ -41,6 +41,7 @@ pub enum ConfigError {
     /// toml's message carries the line, column and key.
     #[error("notifier configuration: {0}")]
     Toml(String),
+    /// `url` without its password (redact::url).
     #[error("notifier {name}: url {url:?} is not an absolute http:// or https:// URL")]
     BadUrl { name: String, url: String },
     #[error(
@@ -183,7 +184,8 @@ impl NotifyOptions {
             && !is_http_url(url)
         {
             return bad(format!(
-                "external_url {url:?} is not an absolute http:// or https:// URL"
+                "external_url {:?} is not an absolute http:// or https:// URL",
+                super::redact::url(url)
             ));
         }
         Ok(())

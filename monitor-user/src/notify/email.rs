@@ -131,7 +131,8 @@ impl EmailChannel {
         };
         let (host, port) = split_server(c.smtp).ok_or_else(|| EmailError::BadServer {
             name: name.clone(),
-            smtp: c.smtp.into(),
+            // Not a URL, but `user:password@host` is a mistake that would end up here.
+            smtp: super::redact::url(c.smtp),
         })?;
         let parse = |field, address: &str| {
             address
