@@ -1,5 +1,6 @@
 //! One delivery channel: the kind of receiver and how one outbox entry is sent to it.
 use super::*;
+use redact::{Secret, SecretUrl};
 
 pub(super) enum Channel {
     Log,
@@ -15,13 +16,13 @@ impl Channel {
         client: &http::HttpClient,
         timeout: Duration,
     ) -> Result<Self, NotifyError> {
-        let check_url = |url: &str| {
-            if config::is_http_url(url) {
+        let check_url = |url: &SecretUrl| {
+            if config::is_http_url(url.expose()) {
                 Ok(())
             } else {
                 Err(ConfigError::BadUrl {
                     name: name.into(),
-                    url: redact::url(url),
+                    url: url.to_string(),
                 })
             }
         };
@@ -54,7 +55,7 @@ impl Channel {
                     starttls: *starttls,
                     tls: *tls,
                     username: username.as_deref(),
-                    password: password.as_deref(),
+                    password: password.as_ref().map(Secret::expose),
                     password_file: password_file.as_deref(),
                 },
                 &hostname(),
@@ -72,8 +73,8 @@ impl Channel {
     pub(super) fn describe(&self) -> String {
         match self {
             Self::Log => "the log".into(),
-            Self::Alertmanager(c) => format!("alertmanager {}", redact::url(&c.base)),
-            Self::Webhook(c) => format!("webhook {}", redact::url(&c.url)),
+            Self::Alertmanager(c) => format!("alertmanager {}", c.base),
+            Self::Webhook(c) => format!("webhook {}", c.url),
             Self::Email(c) => format!("smtp server {}", c.server),
         }
     }

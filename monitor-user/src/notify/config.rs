@@ -36,6 +36,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use super::redact::{Secret, SecretUrl};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// toml's message carries the line, column and key.
@@ -56,20 +58,21 @@ pub enum ConfigError {
     Options(String),
 }
 
-/// One notification channel (`[[notifier]]` entry), selected by its `kind` key.
+/// One notification channel (`[[notifier]]` entry), selected by its `kind` key. Its `Debug`
+/// shows no secret: passwords print as `***`, URLs without their password.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum NotifierConfig {
     /// Prometheus Alertmanager, API v2: `POST {url}/api/v2/alerts`.
     Alertmanager {
         /// Base URL, e.g. `http://127.0.0.1:9093` (no `/api/v2/alerts`).
-        url: String,
+        url: SecretUrl,
         #[serde(default)]
         name: Option<String>,
     },
     /// Any HTTP receiver of Alertmanager's webhook body (chat bridges and the like).
     Webhook {
-        url: String,
+        url: SecretUrl,
         #[serde(default)]
         name: Option<String>,
     },
@@ -88,7 +91,7 @@ pub enum NotifierConfig {
         #[serde(default)]
         username: Option<String>,
         #[serde(default)]
-        password: Option<String>,
+        password: Option<Secret>,
         /// Read the password from this file (trailing newline stripped), so the config file
         /// itself can stay world-readable.
         #[serde(default)]
@@ -349,6 +352,37 @@ name = "journal"
             .unwrap_err()
             .to_string();
         assert!(e.contains("retry_max"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let text = r#"
+[[notifier]]
+kind = "webhook"
+url = "http://alice:s3cret@127.0.0.1:8080/hook"
+
+[[notifier]]
+kind = "alertmanager"
+url = "https://TOKEN123@am.example"
+
+[[notifier]]
+kind = "email"
+smtp = "mail.example:587"
+from = "monitor@example"
+to = ["oncall@example"]
+starttls = true
+username = "monitor"
+password = "hunter2"
+"#;
+        let settings = parse_notify_settings(text).unwrap();
+        let shown = format!("{settings:?}\n{:#?}", settings.notifiers);
+        for secret in ["s3cret", "TOKEN123", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        // Still what a reader of the debug output needs to tell the notifiers apart.
+        for shown_part in ["alice:***@127.0.0.1:8080/hook", "am.example", "\"monitor\""] {
+            assert!(shown.contains(shown_part), "{shown_part} not in\n{shown}");
+        }
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! pool; alert traffic is a few requests a minute, which does not justify an async HTTP stack.
 use std::time::Duration;
 
-use super::redact;
+use super::redact::{self, SecretUrl};
 
-/// Every `url` here is the redacted one (redact::url): these errors are logged on each retry.
+/// Every `url` here is shown without its password: these errors are logged on each retry.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// ureq's error as text with the URL's userinfo masked, rather than the error itself as the
@@ -53,25 +53,25 @@ impl HttpClient {
         Self { agent }
     }
 
-    pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<(), HttpError> {
+    pub async fn post_json(&self, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
         let agent = self.agent.clone();
-        let owned_url = url.to_string();
+        let owned_url = url.clone();
         let result = tokio::task::spawn_blocking(move || post(&agent, &owned_url, body)).await;
         result.unwrap_or_else(|_| {
             Err(HttpError::Join {
-                url: redact::url(url),
+                url: url.to_string(),
             })
         })
     }
 }
 
-fn post(agent: &ureq::Agent, url: &str, body: Vec<u8>) -> Result<(), HttpError> {
+fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
     let transport = |source: ureq::Error| HttpError::Transport {
-        url: redact::url(url),
-        detail: redact::url_in(&source.to_string(), url),
+        url: url.to_string(),
+        detail: redact::url_in(&source.to_string(), url.expose()),
     };
     let mut response = agent
-        .post(url)
+        .post(url.expose())
         .content_type("application/json")
         .send(&body[..])
         .map_err(transport)?;
@@ -91,7 +91,7 @@ fn post(agent: &ureq::Agent, url: &str, body: Vec<u8>) -> Result<(), HttpError> 
         body = "(empty body)".into();
     }
     Err(HttpError::Status {
-        url: redact::url(url),
+        url: url.to_string(),
         status,
         body,
     })
@@ -106,7 +106,10 @@ mod tests {
         let client = HttpClient::new(Duration::from_secs(2));
         // Nothing listens on the discard port.
         let e = client
-            .post_json("http://alice:s3cret@127.0.0.1:9/hook", b"[]".to_vec())
+            .post_json(
+                &"http://alice:s3cret@127.0.0.1:9/hook".into(),
+                b"[]".to_vec(),
+            )
             .await
             .unwrap_err();
         let shown = format!("{e} {e:?}");

@@ -540,7 +540,7 @@ pub(crate) mod tests {
     fn hook(port: u16) -> Vec<NotifierConfig> {
         vec![
             NotifierConfig::Webhook {
-                url: format!("http://127.0.0.1:{port}/hook"),
+                url: format!("http://127.0.0.1:{port}/hook").into(),
                 name: None,
             },
             NotifierConfig::Log { name: None },

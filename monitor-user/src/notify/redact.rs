@@ -1,10 +1,75 @@
-//! Keeping the credentials of notifier URLs out of messages: `http://user:password@host/...`
-//! is how Alertmanager and most webhook receivers take basic auth, and delivery errors are
-//! logged on every retry.
+//! Keeping the secrets of the notifier config out of messages: passwords ([`Secret`]) and the
+//! credentials of URLs ([`SecretUrl`], [`url`]). `http://user:password@host/...` is how
+//! Alertmanager and most webhook receivers take basic auth, and delivery errors are logged on
+//! every retry.
 //!
 //! The password is shown as `***` and the user kept, as Go's `url.URL.Redacted` does: whoever
 //! reads the log can tell which account is used and that a password is set. A user part
 //! without a password is masked whole: that is how tokens are passed (`https://TOKEN@host/`).
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A password from the config. `Debug` prints `***`, so no `{:?}` of a config shows it; the
+/// value itself is only had through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+/// A URL from the config, which may carry `user:password@`. `Debug` and `Display` show it as
+/// [`url`] does, so it can be put in any message; the URL to send to is [`SecretUrl::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&url(&self.0))
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&url(&self.0), f)
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
 
 /// `url` as it may be shown: `http://alice:***@host/hook`, `https://***@host/`. Anything
 /// without userinfo comes back unchanged, so it is safe on any configured string.
