@@ -219,6 +219,19 @@ mod tests {
     }
 
     #[test]
+    fn smtp_credentials_in_clear_are_refused_naming_the_file_and_notifier() {
+        let e = Config::parse(
+            "[[notifier]]\nkind = \"email\"\nsmtp = \"mail.example:25\"\nfrom = \"m@example\"\n\
+             to = [\"o@example\"]\nusername = \"m\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        for part in ["<config>", "notifier email", "allow_insecure_auth"] {
+            assert!(msg.contains(part), "{part} not in {msg}");
+        }
+    }
+
+    #[test]
     fn missing_explicit_file_names_the_file() {
         let e = Config::load(Path::new("/nonexistent/monitor.toml")).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/monitor.toml"));

@@ -25,6 +25,7 @@
 //! starttls = true
 //! username = "monitor"
 //! password_file = "/etc/monitor/smtp-password"
+//! # allow_insecure_auth = true   # needed to send username and password without tls/starttls
 //!
 //! [[notifier]]
 //! kind = "log"
@@ -54,6 +55,12 @@ pub enum ConfigError {
         "notifier name {0:?} may only contain letters, digits, '-', '_' and '.' (it names a directory)"
     )]
     BadName(String),
+    #[error(
+        "notifier {name}: username and password would cross the network in clear text to {smtp}: \
+         set starttls = true (or tls = true), or allow_insecure_auth = true to accept that \
+         (a relay on this host, say)"
+    )]
+    InsecureAuth { name: String, smtp: String },
     #[error("[notify] {0}")]
     Options(String),
 }
@@ -96,6 +103,10 @@ pub enum NotifierConfig {
         /// itself can stay world-readable.
         #[serde(default)]
         password_file: Option<PathBuf>,
+        /// Authenticate over plain SMTP (neither `tls` nor `starttls`), sending the username
+        /// and password in clear text: refused unless set, and warned about at start.
+        #[serde(default)]
+        allow_insecure_auth: bool,
         #[serde(default)]
         name: Option<String>,
     },
@@ -210,7 +221,7 @@ pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> 
     let settings: NotifySettings =
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
     settings.notify.validate()?;
-    channel_names(&settings.notifiers)?;
+    check_notifiers(&settings.notifiers)?;
     Ok(settings)
 }
 
@@ -221,6 +232,41 @@ pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> 
 )]
 pub fn parse_notifiers(text: &str) -> Result<Vec<NotifierConfig>, ConfigError> {
     parse_notify_settings(text).map(|s| s.notifiers)
+}
+
+/// Checks what can be checked of the `[[notifier]]` entries without connecting anywhere or
+/// reading files (the same at `check-config` and at start) and returns their names, in order.
+pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<String>, ConfigError> {
+    let names = channel_names(configs)?;
+    for (config, name) in configs.iter().zip(&names) {
+        match config {
+            NotifierConfig::Alertmanager { url, .. } | NotifierConfig::Webhook { url, .. } => {
+                if !is_http_url(url.expose()) {
+                    return Err(ConfigError::BadUrl {
+                        name: name.clone(),
+                        url: url.to_string(),
+                    });
+                }
+            }
+            NotifierConfig::Email {
+                smtp,
+                starttls: false,
+                tls: false,
+                username,
+                password,
+                password_file,
+                allow_insecure_auth: false,
+                ..
+            } if username.is_some() || password.is_some() || password_file.is_some() => {
+                return Err(ConfigError::InsecureAuth {
+                    name: name.clone(),
+                    smtp: super::redact::url(smtp),
+                });
+            }
+            NotifierConfig::Email { .. } | NotifierConfig::Log { .. } => {}
+        }
+    }
+    Ok(names)
 }
 
 /// Each notifier's name, in order: explicit, or its kind (`-2`, `-3`... for repeats). Names are
@@ -352,6 +398,50 @@ name = "journal"
             .unwrap_err()
             .to_string();
         assert!(e.contains("retry_max"), "{e}");
+    }
+
+    #[test]
+    fn smtp_credentials_without_tls_need_an_explicit_opt_in() {
+        let email = |extra: &str| {
+            format!(
+                "[[notifier]]\nkind = \"email\"\nname = \"ops-mail\"\nsmtp = \"mail.example:25\"\n\
+                 from = \"monitor@example\"\nto = [\"oncall@example\"]\n{extra}"
+            )
+        };
+        for credentials in [
+            "username = \"monitor\"\npassword = \"hunter2\"\n",
+            "username = \"monitor\"\npassword_file = \"/etc/monitor/smtp\"\n",
+        ] {
+            let e = parse_notify_settings(&email(credentials))
+                .unwrap_err()
+                .to_string();
+            for part in [
+                "ops-mail",
+                "clear text",
+                "starttls",
+                "tls",
+                "allow_insecure_auth",
+            ] {
+                assert!(e.contains(part), "{part} not in {e}");
+            }
+            assert!(!e.contains("hunter2"), "{e}");
+            for encrypted in ["starttls = true\n", "tls = true\n"] {
+                parse_notify_settings(&email(&format!("{credentials}{encrypted}"))).unwrap();
+            }
+            let s = parse_notify_settings(&email(&format!(
+                "{credentials}allow_insecure_auth = true\n"
+            )))
+            .unwrap();
+            assert!(matches!(
+                &s.notifiers[0],
+                NotifierConfig::Email {
+                    allow_insecure_auth: true,
+                    ..
+                }
+            ));
+        }
+        // No credentials: plain SMTP to a relay is fine.
+        parse_notify_settings(&email("")).unwrap();
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Checks the configuration (bad URLs, addresses, duplicate names are errors), loads what the
+    /// Checks the configuration (bad URLs, addresses, duplicate names, credentials that would go
+    /// out in clear text are errors), loads what the
     /// outbox holds from earlier runs and starts one sender task per channel. Must be called
     /// within a tokio runtime. `outbox_dir` gets one subdirectory per channel, named after it;
     /// problems with it are logged, not fatal (the queues then live in memory). `instance`
@@ -166,7 +167,7 @@ impl Notifier {
         registry: Option<&Registry>,
     ) -> Result<Self, NotifyError> {
         options.validate()?;
-        let names = config::channel_names(&configs)?;
+        let names = config::check_notifiers(&configs)?;
         let ctx = Context {
             external_url: options
                 .external_url
@@ -704,7 +705,7 @@ pub(crate) mod tests {
 
     /// What a `tracing` subscriber writes, kept for the test to read.
     #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
+    pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Logs {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -727,7 +728,7 @@ pub(crate) mod tests {
 
     impl Logs {
         /// Captures what is logged on this thread until the guard drops.
-        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
             let subscriber = tracing_subscriber::fmt()
                 .with_writer(self.clone())
                 .with_ansi(false)
@@ -736,7 +737,7 @@ pub(crate) mod tests {
             tracing::subscriber::set_default(subscriber)
         }
 
-        fn text(&self) -> String {
+        pub fn text(&self) -> String {
             String::from_utf8_lossy(&lock(&self.0)).into_owned()
         }
     }
