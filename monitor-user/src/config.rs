@@ -2,6 +2,7 @@
 //! default path means defaults; an explicit path that is missing or wrong is an error that names
 //! the file, line and key.
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -9,6 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::{
     alerts::{
@@ -52,9 +54,13 @@ pub struct AlertingConfig {
     pub min_firing: Duration,
     /// CPU spike detection.
     pub spike: SpikeConfig,
-    /// Events kept for /api/events.
+    /// Events kept for /api/events (1 to [`MAX_EVENTS_KEPT`]).
     pub events_kept: usize,
 }
+
+/// Every event is held in memory and /api/events serves them all in one answer; a spike is a
+/// few KB of JSON with its syscall tables, so this is a few hundred MB at worst.
+pub const MAX_EVENTS_KEPT: usize = 100_000;
 
 impl Default for AlertingConfig {
     fn default() -> Self {
@@ -151,13 +157,12 @@ impl Config {
                 path.display()
             )
         })?;
-        config
-            .validate()
-            .with_context(|| format!("in config file {}", path.display()))?;
+        config.validate(&Checker::new(text, path))?;
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Values that parsed but are out of range.
+    fn validate(&self, check: &Checker) -> anyhow::Result<()> {
         let c = &self.cadence;
         for (key, d) in [
             ("cadence.cpu_memory", c.cpu_memory),
@@ -165,18 +170,88 @@ impl Config {
             ("cadence.fds_threads", c.fds_threads),
             ("cadence.discovery", c.discovery),
         ] {
-            anyhow::ensure!(
-                d >= Duration::from_millis(100),
-                "{key} = {d:?} is below the 100ms minimum"
-            );
+            if d < Duration::from_millis(100) {
+                return Err(check.error(key, format!("{key} = {d:?} is below the 100ms minimum")));
+            }
         }
-        anyhow::ensure!(
-            self.window.peak >= c.cpu_memory,
-            "window.peak ({:?}) is shorter than cadence.cpu_memory ({:?})",
-            self.window.peak,
-            c.cpu_memory
-        );
+        if self.window.peak < c.cpu_memory {
+            return Err(check.error(
+                "window.peak",
+                format!(
+                    "window.peak ({:?}) is shorter than cadence.cpu_memory ({:?})",
+                    self.window.peak, c.cpu_memory
+                ),
+            ));
+        }
+        let kept = self.alerting.events_kept;
+        if !(1..=MAX_EVENTS_KEPT).contains(&kept) {
+            // 0 is refused rather than read as "keep none": whoever writes it may mean
+            // "unlimited" as well, and either reading would surprise the other half.
+            return Err(check.error(
+                "alerting.events_kept",
+                format!(
+                    "alerting.events_kept = {kept} is outside 1 to {MAX_EVENTS_KEPT} (the events \
+                     kept in memory for /api/events and `monitor events`)"
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Names the file, the line (when the key is written in the file) and the key in errors about
+/// values that parsed but are out of range: serde has forgotten where they were by then.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    spans: KeySpans,
+}
+
+/// Where each key of the tables [`Config::validate`] checks is written.
+#[derive(Default, Deserialize)]
+struct KeySpans {
+    #[serde(default)]
+    cadence: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    window: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    alerting: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Self {
+        Self {
+            file,
+            text,
+            // The text already parsed as a Config, so this cannot fail on anything validate sees.
+            spans: toml::from_str(text).unwrap_or_default(),
+        }
+    }
+
+    /// `key` is `table.key`.
+    fn line(&self, key: &str) -> Option<usize> {
+        let (table, key) = key.split_once('.')?;
+        let table = match table {
+            "cadence" => &self.spans.cadence,
+            "window" => &self.spans.window,
+            "alerting" => &self.spans.alerting,
+            _ => return None,
+        };
+        let offset = table.get(key)?.span().start.min(self.text.len());
+        Some(
+            self.text.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
+    }
+
+    fn error(&self, key: &str, message: String) -> anyhow::Error {
+        match self.line(key) {
+            Some(line) => anyhow::anyhow!("{}:{line}: {message}", self.file.display()),
+            None => anyhow::anyhow!("{}: {message}", self.file.display()),
+        }
     }
 }
 
@@ -215,7 +290,25 @@ mod tests {
         let msg = format!("{e:#}");
         assert!(msg.contains("line 2") && msg.contains("vms"), "{msg}");
         let e = Config::parse("[cadence]\nvms = \"1ms\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("cadence.vms"));
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("<config>:2:") && msg.contains("cadence.vms"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn events_kept_must_keep_some_and_not_without_bound() {
+        for kept in ["0", "10000000000"] {
+            let e = Config::parse(&format!("[alerting]\nevents_kept = {kept}\n")).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("<config>:2:") && msg.contains("alerting.events_kept"),
+                "{msg}"
+            );
+        }
+        let c = Config::parse("[alerting]\nevents_kept = 1\n").unwrap();
+        assert_eq!(c.alerting.events_kept, 1);
     }
 
     #[test]
