@@ -58,6 +58,24 @@ pub struct AlertingConfig {
     pub events_kept: usize,
 }
 
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The shortest cadence: below it sampling costs more than it tells.
+const MIN_CADENCE: Duration = Duration::from_millis(100);
+/// The longest cadence: a sampling period over a day leaves no rate or average worth the name,
+/// and keeps the sampling loop's `Instant` arithmetic far from overflow.
+pub const MAX_CADENCE: Duration = DAY;
+/// The longest peak window: it holds every sample of its span (the peak is a scan), so memory
+/// and cost per sample grow with span / cadence; a day at 5 s is 17 280 samples.
+const MAX_PEAK_WINDOW: Duration = DAY;
+/// The engine evaluates once per CPU/memory sample: a shorter repeat means every sample.
+const MIN_REPEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Beyond a week a re-send is as good as none; Alertmanager resolves an alert that is not
+/// re-sent within its resolve_timeout (5 m by default) long before.
+const MAX_REPEAT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// An alert held firing for over a day after its value cleared tells no one anything.
+/// (0 is allowed: resolve at the first clear sample.)
+const MAX_MIN_FIRING: Duration = DAY;
+
 /// Every event is held in memory and /api/events serves them all in one answer; a spike is a
 /// few KB of JSON with its syscall tables, so this is a few hundred MB at worst.
 pub const MAX_EVENTS_KEPT: usize = 100_000;
@@ -161,17 +179,51 @@ impl Config {
         Ok(config)
     }
 
-    /// Values that parsed but are out of range.
+    /// Values that parsed but are out of range. Every duration has a bound on both sides.
     fn validate(&self, check: &Checker) -> anyhow::Result<()> {
         let c = &self.cadence;
-        for (key, d) in [
-            ("cadence.cpu_memory", c.cpu_memory),
-            ("cadence.vms", c.vms),
-            ("cadence.fds_threads", c.fds_threads),
-            ("cadence.discovery", c.discovery),
+        let a = &self.alerting;
+        for (key, d, min, max) in [
+            ("cadence.cpu_memory", c.cpu_memory, MIN_CADENCE, MAX_CADENCE),
+            ("cadence.vms", c.vms, MIN_CADENCE, MAX_CADENCE),
+            (
+                "cadence.fds_threads",
+                c.fds_threads,
+                MIN_CADENCE,
+                MAX_CADENCE,
+            ),
+            ("cadence.discovery", c.discovery, MIN_CADENCE, MAX_CADENCE),
+            (
+                "window.peak",
+                self.window.peak,
+                Duration::ZERO,
+                MAX_PEAK_WINDOW,
+            ),
+            (
+                "alerting.repeat_interval",
+                a.repeat_interval,
+                MIN_REPEAT_INTERVAL,
+                MAX_REPEAT_INTERVAL,
+            ),
+            (
+                "alerting.min_firing",
+                a.min_firing,
+                Duration::ZERO,
+                MAX_MIN_FIRING,
+            ),
         ] {
-            if d < Duration::from_millis(100) {
-                return Err(check.error(key, format!("{key} = {d:?} is below the 100ms minimum")));
+            let shown = humantime::format_duration;
+            if d < min {
+                return Err(check.error(
+                    key,
+                    format!("{key} = {} is below the {} minimum", shown(d), shown(min)),
+                ));
+            }
+            if d > max {
+                return Err(check.error(
+                    key,
+                    format!("{key} = {} is above the {} maximum", shown(d), shown(max)),
+                ));
             }
         }
         if self.window.peak < c.cpu_memory {
@@ -295,6 +347,34 @@ mod tests {
             msg.contains("<config>:2:") && msg.contains("cadence.vms"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn durations_out_of_their_range_are_refused_naming_file_line_and_key() {
+        for (table, key, value) in [
+            ("cadence", "cpu_memory", "10000000000y"),
+            ("cadence", "vms", "25h"),
+            ("cadence", "fds_threads", "2d"),
+            ("cadence", "discovery", "500000000000y"),
+            ("window", "peak", "2d"),
+            ("alerting", "repeat_interval", "0s"),
+            ("alerting", "repeat_interval", "8d"),
+            ("alerting", "min_firing", "2d"),
+        ] {
+            let text = format!("listen = \"127.0.0.1:8001\"\n[{table}]\n{key} = \"{value}\"\n");
+            let e = Config::parse(&text).expect_err(&text);
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("<config>:3:") && msg.contains(&format!("{table}.{key} = ")),
+                "{text}: {msg}"
+            );
+        }
+        let c = Config::parse(
+            "[cadence]\ncpu_memory = \"1d\"\n[window]\npeak = \"1d\"\n\
+             [alerting]\nrepeat_interval = \"7d\"\nmin_firing = \"0s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cadence.cpu_memory, MAX_CADENCE);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! ```toml
 //! [notify]                 # optional: delivery options shared by every notifier
 //! retry_initial = "1s"     # first retry delay; doubles after each failure...
-//! retry_max = "60s"        # ...up to this cap
-//! max_age = "24h"          # a notification still undelivered after this is dropped (error log)
-//! timeout = "10s"          # one HTTP request or SMTP session
+//! retry_max = "60s"        # ...up to this cap (at most 1d)
+//! max_age = "24h"          # dropped (error log) when still undelivered after this (at most 30d)
+//! timeout = "10s"          # one HTTP request or SMTP session (10ms to 1h)
 //! external_url = "http://monitor.example:8001"   # generatorURL / externalURL (default http://INSTANCE)
 //!
 //! [[notifier]]
@@ -170,9 +170,30 @@ impl Default for NotifyOptions {
     }
 }
 
+/// One HTTP request or SMTP session: a receiver silent for an hour is down (and ureq adds the
+/// timeout to an `Instant`, which panics past what one holds).
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts: more, and a receiver that is back waits a day.
+const MAX_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The longest an undelivered notification is kept: a month-old "firing" is history.
+const MAX_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl NotifyOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: String| Err(ConfigError::Options(what));
+        for (key, d, max) in [
+            ("timeout", self.timeout, MAX_TIMEOUT),
+            ("retry_max", self.retry_max, MAX_RETRY_MAX),
+            ("max_age", self.max_age, MAX_MAX_AGE),
+        ] {
+            if d > max {
+                return bad(format!(
+                    "{key} = {} is above the {} maximum",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
         if self.retry_initial < Duration::from_millis(10) {
             return bad(format!(
                 "retry_initial = {:?} is below the 10ms minimum",
@@ -473,6 +494,25 @@ password = "hunter2"
         for shown_part in ["alice:***@127.0.0.1:8080/hook", "am.example", "\"monitor\""] {
             assert!(shown.contains(shown_part), "{shown_part} not in\n{shown}");
         }
+    }
+
+    #[test]
+    fn delivery_options_out_of_their_range_are_refused_naming_the_key() {
+        for (key, value) in [
+            ("timeout", "500000000000y"),
+            ("timeout", "2h"),
+            ("retry_max", "2d"),
+            ("max_age", "31d"),
+        ] {
+            let e = parse_notify_settings(&format!("[notify]\n{key} = \"{value}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("[notify] {key} = ")), "{key}: {e}");
+        }
+        parse_notify_settings(
+            "[notify]\ntimeout = \"1h\"\nretry_max = \"1d\"\nmax_age = \"30d\"\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -270,15 +270,16 @@ impl Notifier {
             + self.shared.queues.iter().map(|q| q.len()).sum::<usize>()
     }
 
-    /// Waits until every queue is empty (delivered or given up on), or `timeout` passes.
+    /// Waits until every queue is empty (delivered or given up on), or `timeout` passes (a
+    /// timeout past what an `Instant` holds never does).
     pub async fn drain(&self, timeout: Duration) -> Result<(), NotifyError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let pending = self.pending();
             if pending == 0 {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 let detail = self
                     .shared
                     .queues
@@ -802,6 +803,14 @@ pub(crate) mod tests {
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("alice:***@127.0.0.1:8080/hook"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn draining_with_a_timeout_past_what_instant_holds_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = start(free_port(), dir.path(), fast()).await;
+        n.drain(Duration::MAX).await.unwrap();
+        n.shutdown().await;
     }
 
     #[tokio::test]
