@@ -2,6 +2,7 @@
 //! default path means defaults; an explicit path that is missing or wrong is an error that names
 //! the file, line and key.
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -9,6 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::{
     alerts::{
@@ -52,9 +54,31 @@ pub struct AlertingConfig {
     pub min_firing: Duration,
     /// CPU spike detection.
     pub spike: SpikeConfig,
-    /// Events kept for /api/events.
+    /// Events kept for /api/events (1 to [`MAX_EVENTS_KEPT`]).
     pub events_kept: usize,
 }
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The shortest cadence: below it sampling costs more than it tells.
+const MIN_CADENCE: Duration = Duration::from_millis(100);
+/// The longest cadence: a sampling period over a day leaves no rate or average worth the name,
+/// and keeps the sampling loop's `Instant` arithmetic far from overflow.
+pub const MAX_CADENCE: Duration = DAY;
+/// The longest peak window: it holds every sample of its span (the peak is a scan), so memory
+/// and cost per sample grow with span / cadence; a day at 5 s is 17 280 samples.
+const MAX_PEAK_WINDOW: Duration = DAY;
+/// The engine evaluates once per CPU/memory sample: a shorter repeat means every sample.
+const MIN_REPEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Beyond a week a re-send is as good as none; Alertmanager resolves an alert that is not
+/// re-sent within its resolve_timeout (5 m by default) long before.
+const MAX_REPEAT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// An alert held firing for over a day after its value cleared tells no one anything.
+/// (0 is allowed: resolve at the first clear sample.)
+const MAX_MIN_FIRING: Duration = DAY;
+
+/// Every event is held in memory and /api/events serves them all in one answer; a spike is a
+/// few KB of JSON with its syscall tables, so this is a few hundred MB at worst.
+pub const MAX_EVENTS_KEPT: usize = 100_000;
 
 impl Default for AlertingConfig {
     fn default() -> Self {
@@ -151,32 +175,135 @@ impl Config {
                 path.display()
             )
         })?;
-        config
-            .validate()
-            .with_context(|| format!("in config file {}", path.display()))?;
+        config.validate(&Checker::new(text, path))?;
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Values that parsed but are out of range. Every duration has a bound on both sides.
+    fn validate(&self, check: &Checker) -> anyhow::Result<()> {
         let c = &self.cadence;
-        for (key, d) in [
-            ("cadence.cpu_memory", c.cpu_memory),
-            ("cadence.vms", c.vms),
-            ("cadence.fds_threads", c.fds_threads),
-            ("cadence.discovery", c.discovery),
+        let a = &self.alerting;
+        for (key, d, min, max) in [
+            ("cadence.cpu_memory", c.cpu_memory, MIN_CADENCE, MAX_CADENCE),
+            ("cadence.vms", c.vms, MIN_CADENCE, MAX_CADENCE),
+            (
+                "cadence.fds_threads",
+                c.fds_threads,
+                MIN_CADENCE,
+                MAX_CADENCE,
+            ),
+            ("cadence.discovery", c.discovery, MIN_CADENCE, MAX_CADENCE),
+            (
+                "window.peak",
+                self.window.peak,
+                Duration::ZERO,
+                MAX_PEAK_WINDOW,
+            ),
+            (
+                "alerting.repeat_interval",
+                a.repeat_interval,
+                MIN_REPEAT_INTERVAL,
+                MAX_REPEAT_INTERVAL,
+            ),
+            (
+                "alerting.min_firing",
+                a.min_firing,
+                Duration::ZERO,
+                MAX_MIN_FIRING,
+            ),
         ] {
-            anyhow::ensure!(
-                d >= Duration::from_millis(100),
-                "{key} = {d:?} is below the 100ms minimum"
-            );
+            let shown = humantime::format_duration;
+            if d < min {
+                return Err(check.error(
+                    key,
+                    format!("{key} = {} is below the {} minimum", shown(d), shown(min)),
+                ));
+            }
+            if d > max {
+                return Err(check.error(
+                    key,
+                    format!("{key} = {} is above the {} maximum", shown(d), shown(max)),
+                ));
+            }
         }
-        anyhow::ensure!(
-            self.window.peak >= c.cpu_memory,
-            "window.peak ({:?}) is shorter than cadence.cpu_memory ({:?})",
-            self.window.peak,
-            c.cpu_memory
-        );
+        if self.window.peak < c.cpu_memory {
+            return Err(check.error(
+                "window.peak",
+                format!(
+                    "window.peak ({:?}) is shorter than cadence.cpu_memory ({:?})",
+                    self.window.peak, c.cpu_memory
+                ),
+            ));
+        }
+        let kept = self.alerting.events_kept;
+        if !(1..=MAX_EVENTS_KEPT).contains(&kept) {
+            // 0 is refused rather than read as "keep none": whoever writes it may mean
+            // "unlimited" as well, and either reading would surprise the other half.
+            return Err(check.error(
+                "alerting.events_kept",
+                format!(
+                    "alerting.events_kept = {kept} is outside 1 to {MAX_EVENTS_KEPT} (the events \
+                     kept in memory for /api/events and `monitor events`)"
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Names the file, the line (when the key is written in the file) and the key in errors about
+/// values that parsed but are out of range: serde has forgotten where they were by then.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    spans: KeySpans,
+}
+
+/// Where each key of the tables [`Config::validate`] checks is written.
+#[derive(Default, Deserialize)]
+struct KeySpans {
+    #[serde(default)]
+    cadence: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    window: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    alerting: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Self {
+        Self {
+            file,
+            text,
+            // The text already parsed as a Config, so this cannot fail on anything validate sees.
+            spans: toml::from_str(text).unwrap_or_default(),
+        }
+    }
+
+    /// `key` is `table.key`.
+    fn line(&self, key: &str) -> Option<usize> {
+        let (table, key) = key.split_once('.')?;
+        let table = match table {
+            "cadence" => &self.spans.cadence,
+            "window" => &self.spans.window,
+            "alerting" => &self.spans.alerting,
+            _ => return None,
+        };
+        let offset = table.get(key)?.span().start.min(self.text.len());
+        Some(
+            self.text.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
+    }
+
+    fn error(&self, key: &str, message: String) -> anyhow::Error {
+        match self.line(key) {
+            Some(line) => anyhow::anyhow!("{}:{line}: {message}", self.file.display()),
+            None => anyhow::anyhow!("{}: {message}", self.file.display()),
+        }
     }
 }
 
@@ -215,7 +342,66 @@ mod tests {
         let msg = format!("{e:#}");
         assert!(msg.contains("line 2") && msg.contains("vms"), "{msg}");
         let e = Config::parse("[cadence]\nvms = \"1ms\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("cadence.vms"));
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("<config>:2:") && msg.contains("cadence.vms"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn durations_out_of_their_range_are_refused_naming_file_line_and_key() {
+        for (table, key, value) in [
+            ("cadence", "cpu_memory", "10000000000y"),
+            ("cadence", "vms", "25h"),
+            ("cadence", "fds_threads", "2d"),
+            ("cadence", "discovery", "500000000000y"),
+            ("window", "peak", "2d"),
+            ("alerting", "repeat_interval", "0s"),
+            ("alerting", "repeat_interval", "8d"),
+            ("alerting", "min_firing", "2d"),
+        ] {
+            let text = format!("listen = \"127.0.0.1:8001\"\n[{table}]\n{key} = \"{value}\"\n");
+            let e = Config::parse(&text).expect_err(&text);
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("<config>:3:") && msg.contains(&format!("{table}.{key} = ")),
+                "{text}: {msg}"
+            );
+        }
+        let c = Config::parse(
+            "[cadence]\ncpu_memory = \"1d\"\n[window]\npeak = \"1d\"\n\
+             [alerting]\nrepeat_interval = \"7d\"\nmin_firing = \"0s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cadence.cpu_memory, MAX_CADENCE);
+    }
+
+    #[test]
+    fn events_kept_must_keep_some_and_not_without_bound() {
+        for kept in ["0", "10000000000"] {
+            let e = Config::parse(&format!("[alerting]\nevents_kept = {kept}\n")).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("<config>:2:") && msg.contains("alerting.events_kept"),
+                "{msg}"
+            );
+        }
+        let c = Config::parse("[alerting]\nevents_kept = 1\n").unwrap();
+        assert_eq!(c.alerting.events_kept, 1);
+    }
+
+    #[test]
+    fn smtp_credentials_in_clear_are_refused_naming_the_file_and_notifier() {
+        let e = Config::parse(
+            "[[notifier]]\nkind = \"email\"\nsmtp = \"mail.example:25\"\nfrom = \"m@example\"\n\
+             to = [\"o@example\"]\nusername = \"m\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        for part in ["<config>", "notifier email", "allow_insecure_auth"] {
+            assert!(msg.contains(part), "{part} not in {msg}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod serve;
 // Read by every stage; the commands wire the stages together.
 mod commands;
 mod config;
+// How any stage writes its state to disk (private files), upstream of them all.
+mod state_file;
 
 use clap::Parser as _;
 

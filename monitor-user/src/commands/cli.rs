@@ -1,5 +1,5 @@
 //! Command line.
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -110,9 +110,16 @@ pub struct StatArgs {
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     pub json: bool,
-    /// How long to profile a running --pid (seconds); a launched command runs to its exit.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
+    /// How long to profile a running --pid (seconds, up to 30 days); a launched command runs to
+    /// its exit.
+    #[arg(
+        long,
+        default_value = "10",
+        value_name = "SECONDS",
+        value_parser = stat_duration,
+        allow_hyphen_values = true
+    )]
+    pub duration: Duration,
     /// Profile this running process (and its descendants).
     #[arg(long, conflicts_with = "command")]
     pub pid: Option<u32>,
@@ -122,6 +129,30 @@ pub struct StatArgs {
     /// The command to launch and profile with its children, after `--`.
     #[arg(last = true, required_unless_present = "pid")]
     pub command: Vec<String>,
+}
+
+/// The longest `stat --duration`: longer is a typo (milliseconds for seconds, say) or a job for
+/// `monitor run`.
+const MAX_STAT_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `--duration SECONDS`: positive, finite and at most [`MAX_STAT_DURATION`]. Checked here
+/// because `Duration::from_secs_f64` panics on negative, NaN and huge values.
+fn stat_duration(arg: &str) -> Result<Duration, String> {
+    let secs: f64 = arg
+        .trim()
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("{arg} is not a positive, finite number of seconds"));
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err(format!("{arg} seconds rounds to nothing")),
+        Ok(d) if d <= MAX_STAT_DURATION => Ok(d),
+        _ => Err(format!(
+            "{arg} seconds is longer than the {} maximum (`monitor run` watches for longer)",
+            humantime::format_duration(MAX_STAT_DURATION)
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -138,4 +169,41 @@ pub struct NotifyTestArgs {
     /// How long to wait for delivery, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn stat(duration: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["monitor", "stat", "--pid", "1", "--duration", duration])
+    }
+
+    #[test]
+    fn stat_duration_refuses_what_cannot_be_waited_for() {
+        for bad in [
+            "-1", "-0.5", "nan", "NaN", "inf", "-inf", "0", "1e300", "soon", "",
+        ] {
+            let e = stat(bad).expect_err(bad).to_string();
+            assert!(e.contains("--duration"), "{bad}: {e}");
+        }
+        let e = Cli::try_parse_from(["monitor", "stat", "--pid", "1", "--duration=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--duration"), "{e}");
+    }
+
+    #[test]
+    fn stat_duration_takes_fractional_seconds_and_defaults_to_ten() {
+        let duration = |cli: Cli| match cli.command {
+            Command::Stat(args) => args.duration,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(duration(stat("2.5").unwrap()), Duration::from_millis(2500));
+        assert_eq!(duration(stat("2592000").unwrap()), MAX_STAT_DURATION);
+        let default = Cli::try_parse_from(["monitor", "stat", "--pid", "1"]).unwrap();
+        assert_eq!(duration(default), Duration::from_secs(10));
+    }
 }

@@ -97,7 +97,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         .context("monitor stat needs the kernel programs")?;
     let procfs = ProcFs::system();
     let report = match args.pid {
-        Some(pid) => stat_running(procfs, probes, pid, Duration::from_secs_f64(args.duration))?,
+        Some(pid) => stat_running(procfs, probes, pid, args.duration)?,
         None => stat_command(procfs, probes, &args.command)?,
     };
     if args.json {

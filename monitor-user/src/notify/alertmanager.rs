@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::{
     Context, annotations_with_value,
     http::{HttpClient, HttpError},
-    labels_with_instance, rfc3339,
+    labels_with_instance,
+    redact::SecretUrl,
+    rfc3339,
 };
 use crate::alerts::{Alert, AlertStatus};
 
@@ -46,17 +48,17 @@ pub fn body(alerts: &[Alert], ctx: &Context) -> Vec<PostableAlert> {
 
 #[derive(Debug)]
 pub struct AlertmanagerChannel {
-    /// The configured base URL, as the operator wrote it (for messages).
-    pub base: String,
-    endpoint: String,
+    /// The configured base URL (for messages, which show it without its password).
+    pub base: SecretUrl,
+    endpoint: SecretUrl,
     client: HttpClient,
 }
 
 impl AlertmanagerChannel {
-    pub fn new(base: &str, client: HttpClient) -> Self {
+    pub fn new(base: &SecretUrl, client: HttpClient) -> Self {
         Self {
-            base: base.to_string(),
-            endpoint: format!("{}/api/v2/alerts", base.trim_end_matches('/')),
+            base: base.clone(),
+            endpoint: format!("{}/api/v2/alerts", base.expose().trim_end_matches('/')).into(),
             client,
         }
     }

@@ -1,5 +1,6 @@
 //! One delivery channel: the kind of receiver and how one outbox entry is sent to it.
 use super::*;
+use redact::Secret;
 
 pub(super) enum Channel {
     Log,
@@ -15,24 +16,13 @@ impl Channel {
         client: &http::HttpClient,
         timeout: Duration,
     ) -> Result<Self, NotifyError> {
-        let check_url = |url: &str| {
-            if config::is_http_url(url) {
-                Ok(())
-            } else {
-                Err(ConfigError::BadUrl {
-                    name: name.into(),
-                    url: url.into(),
-                })
-            }
-        };
+        // URLs and credentials were checked with the rest (config::check_notifiers).
         Ok(match config {
             NotifierConfig::Log { .. } => Self::Log,
             NotifierConfig::Alertmanager { url, .. } => {
-                check_url(url)?;
                 Self::Alertmanager(alertmanager::AlertmanagerChannel::new(url, client.clone()))
             }
             NotifierConfig::Webhook { url, .. } => {
-                check_url(url)?;
                 Self::Webhook(webhook::WebhookChannel::new(url, name, client.clone()))
             }
             NotifierConfig::Email {
@@ -44,6 +34,7 @@ impl Channel {
                 username,
                 password,
                 password_file,
+                allow_insecure_auth,
                 ..
             } => Self::Email(email::EmailChannel::new(
                 &email::EmailConfig {
@@ -54,8 +45,9 @@ impl Channel {
                     starttls: *starttls,
                     tls: *tls,
                     username: username.as_deref(),
-                    password: password.as_deref(),
+                    password: password.as_ref().map(Secret::expose),
                     password_file: password_file.as_deref(),
+                    allow_insecure_auth: *allow_insecure_auth,
                 },
                 &hostname(),
                 timeout,
@@ -68,7 +60,7 @@ impl Channel {
         !matches!(self, Self::Log)
     }
 
-    /// Where it delivers, for messages.
+    /// Where it delivers, for messages (URLs without their passwords).
     pub(super) fn describe(&self) -> String {
         match self {
             Self::Log => "the log".into(),

@@ -4,9 +4,9 @@
 //! ```toml
 //! [notify]                 # optional: delivery options shared by every notifier
 //! retry_initial = "1s"     # first retry delay; doubles after each failure...
-//! retry_max = "60s"        # ...up to this cap
-//! max_age = "24h"          # a notification still undelivered after this is dropped (error log)
-//! timeout = "10s"          # one HTTP request or SMTP session
+//! retry_max = "60s"        # ...up to this cap (at most 1d)
+//! max_age = "24h"          # dropped (error log) when still undelivered after this (at most 30d)
+//! timeout = "10s"          # one HTTP request or SMTP session (10ms to 1h)
 //! external_url = "http://monitor.example:8001"   # generatorURL / externalURL (default http://INSTANCE)
 //!
 //! [[notifier]]
@@ -25,6 +25,7 @@
 //! starttls = true
 //! username = "monitor"
 //! password_file = "/etc/monitor/smtp-password"
+//! # allow_insecure_auth = true   # needed to send username and password without tls/starttls
 //!
 //! [[notifier]]
 //! kind = "log"
@@ -36,11 +37,14 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use super::redact::{Secret, SecretUrl};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// toml's message carries the line, column and key.
     #[error("notifier configuration: {0}")]
     Toml(String),
+    /// `url` without its password (redact::url).
     #[error("notifier {name}: url {url:?} is not an absolute http:// or https:// URL")]
     BadUrl { name: String, url: String },
     #[error(
@@ -51,24 +55,31 @@ pub enum ConfigError {
         "notifier name {0:?} may only contain letters, digits, '-', '_' and '.' (it names a directory)"
     )]
     BadName(String),
+    #[error(
+        "notifier {name}: username and password would cross the network in clear text to {smtp}: \
+         set starttls = true (or tls = true), or allow_insecure_auth = true to accept that \
+         (a relay on this host, say)"
+    )]
+    InsecureAuth { name: String, smtp: String },
     #[error("[notify] {0}")]
     Options(String),
 }
 
-/// One notification channel (`[[notifier]]` entry), selected by its `kind` key.
+/// One notification channel (`[[notifier]]` entry), selected by its `kind` key. Its `Debug`
+/// shows no secret: passwords print as `***`, URLs without their password.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum NotifierConfig {
     /// Prometheus Alertmanager, API v2: `POST {url}/api/v2/alerts`.
     Alertmanager {
         /// Base URL, e.g. `http://127.0.0.1:9093` (no `/api/v2/alerts`).
-        url: String,
+        url: SecretUrl,
         #[serde(default)]
         name: Option<String>,
     },
     /// Any HTTP receiver of Alertmanager's webhook body (chat bridges and the like).
     Webhook {
-        url: String,
+        url: SecretUrl,
         #[serde(default)]
         name: Option<String>,
     },
@@ -87,11 +98,15 @@ pub enum NotifierConfig {
         #[serde(default)]
         username: Option<String>,
         #[serde(default)]
-        password: Option<String>,
+        password: Option<Secret>,
         /// Read the password from this file (trailing newline stripped), so the config file
         /// itself can stay world-readable.
         #[serde(default)]
         password_file: Option<PathBuf>,
+        /// Authenticate over plain SMTP (neither `tls` nor `starttls`), sending the username
+        /// and password in clear text: refused unless set, and warned about at start.
+        #[serde(default)]
+        allow_insecure_auth: bool,
         #[serde(default)]
         name: Option<String>,
     },
@@ -155,9 +170,30 @@ impl Default for NotifyOptions {
     }
 }
 
+/// One HTTP request or SMTP session: a receiver silent for an hour is down (and ureq adds the
+/// timeout to an `Instant`, which panics past what one holds).
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts: more, and a receiver that is back waits a day.
+const MAX_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The longest an undelivered notification is kept: a month-old "firing" is history.
+const MAX_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl NotifyOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: String| Err(ConfigError::Options(what));
+        for (key, d, max) in [
+            ("timeout", self.timeout, MAX_TIMEOUT),
+            ("retry_max", self.retry_max, MAX_RETRY_MAX),
+            ("max_age", self.max_age, MAX_MAX_AGE),
+        ] {
+            if d > max {
+                return bad(format!(
+                    "{key} = {} is above the {} maximum",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
         if self.retry_initial < Duration::from_millis(10) {
             return bad(format!(
                 "retry_initial = {:?} is below the 10ms minimum",
@@ -183,7 +219,8 @@ impl NotifyOptions {
             && !is_http_url(url)
         {
             return bad(format!(
-                "external_url {url:?} is not an absolute http:// or https:// URL"
+                "external_url {:?} is not an absolute http:// or https:// URL",
+                super::redact::url(url)
             ));
         }
         Ok(())
@@ -205,7 +242,7 @@ pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> 
     let settings: NotifySettings =
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
     settings.notify.validate()?;
-    channel_names(&settings.notifiers)?;
+    check_notifiers(&settings.notifiers)?;
     Ok(settings)
 }
 
@@ -216,6 +253,41 @@ pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> 
 )]
 pub fn parse_notifiers(text: &str) -> Result<Vec<NotifierConfig>, ConfigError> {
     parse_notify_settings(text).map(|s| s.notifiers)
+}
+
+/// Checks what can be checked of the `[[notifier]]` entries without connecting anywhere or
+/// reading files (the same at `check-config` and at start) and returns their names, in order.
+pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<String>, ConfigError> {
+    let names = channel_names(configs)?;
+    for (config, name) in configs.iter().zip(&names) {
+        match config {
+            NotifierConfig::Alertmanager { url, .. } | NotifierConfig::Webhook { url, .. } => {
+                if !is_http_url(url.expose()) {
+                    return Err(ConfigError::BadUrl {
+                        name: name.clone(),
+                        url: url.to_string(),
+                    });
+                }
+            }
+            NotifierConfig::Email {
+                smtp,
+                starttls: false,
+                tls: false,
+                username,
+                password,
+                password_file,
+                allow_insecure_auth: false,
+                ..
+            } if username.is_some() || password.is_some() || password_file.is_some() => {
+                return Err(ConfigError::InsecureAuth {
+                    name: name.clone(),
+                    smtp: super::redact::url(smtp),
+                });
+            }
+            NotifierConfig::Email { .. } | NotifierConfig::Log { .. } => {}
+        }
+    }
+    Ok(names)
 }
 
 /// Each notifier's name, in order: explicit, or its kind (`-2`, `-3`... for repeats). Names are
@@ -347,6 +419,100 @@ name = "journal"
             .unwrap_err()
             .to_string();
         assert!(e.contains("retry_max"), "{e}");
+    }
+
+    #[test]
+    fn smtp_credentials_without_tls_need_an_explicit_opt_in() {
+        let email = |extra: &str| {
+            format!(
+                "[[notifier]]\nkind = \"email\"\nname = \"ops-mail\"\nsmtp = \"mail.example:25\"\n\
+                 from = \"monitor@example\"\nto = [\"oncall@example\"]\n{extra}"
+            )
+        };
+        for credentials in [
+            "username = \"monitor\"\npassword = \"hunter2\"\n",
+            "username = \"monitor\"\npassword_file = \"/etc/monitor/smtp\"\n",
+        ] {
+            let e = parse_notify_settings(&email(credentials))
+                .unwrap_err()
+                .to_string();
+            for part in [
+                "ops-mail",
+                "clear text",
+                "starttls",
+                "tls",
+                "allow_insecure_auth",
+            ] {
+                assert!(e.contains(part), "{part} not in {e}");
+            }
+            assert!(!e.contains("hunter2"), "{e}");
+            for encrypted in ["starttls = true\n", "tls = true\n"] {
+                parse_notify_settings(&email(&format!("{credentials}{encrypted}"))).unwrap();
+            }
+            let s = parse_notify_settings(&email(&format!(
+                "{credentials}allow_insecure_auth = true\n"
+            )))
+            .unwrap();
+            assert!(matches!(
+                &s.notifiers[0],
+                NotifierConfig::Email {
+                    allow_insecure_auth: true,
+                    ..
+                }
+            ));
+        }
+        // No credentials: plain SMTP to a relay is fine.
+        parse_notify_settings(&email("")).unwrap();
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let text = r#"
+[[notifier]]
+kind = "webhook"
+url = "http://alice:s3cret@127.0.0.1:8080/hook"
+
+[[notifier]]
+kind = "alertmanager"
+url = "https://TOKEN123@am.example"
+
+[[notifier]]
+kind = "email"
+smtp = "mail.example:587"
+from = "monitor@example"
+to = ["oncall@example"]
+starttls = true
+username = "monitor"
+password = "hunter2"
+"#;
+        let settings = parse_notify_settings(text).unwrap();
+        let shown = format!("{settings:?}\n{:#?}", settings.notifiers);
+        for secret in ["s3cret", "TOKEN123", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        // Still what a reader of the debug output needs to tell the notifiers apart.
+        for shown_part in ["alice:***@127.0.0.1:8080/hook", "am.example", "\"monitor\""] {
+            assert!(shown.contains(shown_part), "{shown_part} not in\n{shown}");
+        }
+    }
+
+    #[test]
+    fn delivery_options_out_of_their_range_are_refused_naming_the_key() {
+        for (key, value) in [
+            ("timeout", "500000000000y"),
+            ("timeout", "2h"),
+            ("retry_max", "2d"),
+            ("max_age", "31d"),
+        ] {
+            let e = parse_notify_settings(&format!("[notify]\n{key} = \"{value}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("[notify] {key} = ")), "{key}: {e}");
+        }
+        parse_notify_settings(
+            "[notify]\ntimeout = \"1h\"\nretry_max = \"1d\"\nmax_age = \"30d\"\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct EmailConfig<'a> {
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
     pub password_file: Option<&'a std::path::Path>,
+    /// Credentials may go over plain SMTP (config::check_notifiers refuses them otherwise).
+    pub allow_insecure_auth: bool,
 }
 
 pub struct EmailChannel {
@@ -131,7 +133,8 @@ impl EmailChannel {
         };
         let (host, port) = split_server(c.smtp).ok_or_else(|| EmailError::BadServer {
             name: name.clone(),
-            smtp: c.smtp.into(),
+            // Not a URL, but `user:password@host` is a mistake that would end up here.
+            smtp: super::redact::url(c.smtp),
         })?;
         let parse = |field, address: &str| {
             address
@@ -194,6 +197,22 @@ impl EmailChannel {
         };
         match (c.username, password) {
             (Some(user), Some(pass)) => {
+                if !c.tls && !c.starttls {
+                    // config::check_notifiers refuses this already; checked again so that no
+                    // other way of building a channel can skip it.
+                    if !c.allow_insecure_auth {
+                        return Err(config_err(
+                            "username and password would cross the network in clear text: set \
+                             starttls = true (or tls = true), or allow_insecure_auth = true",
+                        ));
+                    }
+                    // The operator chose this: say what it costs every time the daemon starts.
+                    tracing::warn!(
+                        "notifier {name}: SMTP AUTH WITHOUT TLS to {} (allow_insecure_auth = true): \
+                         the username and password cross the network in clear text",
+                        c.smtp
+                    );
+                }
                 builder = builder.credentials(Credentials::new(user.into(), pass));
             }
             (None, None) => {}
@@ -298,7 +317,7 @@ pub fn body(alert: &Alert, ctx: &Context) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::tests::{alert, ctx, resolved};
+    use crate::notify::tests::{Logs, alert, ctx, resolved};
 
     #[test]
     fn subject_and_body() {
@@ -343,6 +362,7 @@ mod tests {
             username: None,
             password: None,
             password_file: None,
+            allow_insecure_auth: false,
         };
         let e = EmailChannel::new(&c, "host", Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("not an address"), "{e}");
@@ -352,5 +372,37 @@ mod tests {
         assert!(EmailChannel::new(&c, "host", Duration::from_secs(1)).is_err());
         c.tls = false;
         EmailChannel::new(&c, "host", Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn credentials_over_plain_smtp_are_refused_or_warned_about_at_start() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let to = vec!["oncall@example".to_string()];
+        let mut c = EmailConfig {
+            name: "ops-mail",
+            smtp: "127.0.0.1:25",
+            from: "monitor@example",
+            to: &to,
+            starttls: true,
+            tls: false,
+            username: Some("monitor"),
+            password: Some("hunter2"),
+            password_file: None,
+            allow_insecure_auth: false,
+        };
+        EmailChannel::new(&c, "host", Duration::from_secs(1)).unwrap();
+        assert!(!logs.text().contains("WITHOUT TLS"), "{}", logs.text());
+        c.starttls = false;
+        let e = EmailChannel::new(&c, "host", Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("allow_insecure_auth"), "{e}");
+        c.allow_insecure_auth = true;
+        EmailChannel::new(&c, "host", Duration::from_secs(1)).unwrap();
+        let text = logs.text();
+        assert!(
+            text.contains("WARN") && text.contains("notifier ops-mail: SMTP AUTH WITHOUT TLS"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -2,14 +2,15 @@
 //! pool; alert traffic is a few requests a minute, which does not justify an async HTTP stack.
 use std::time::Duration;
 
+use super::redact::{self, SecretUrl};
+
+/// Every `url` here is shown without its password: these errors are logged on each retry.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("POST {url} failed: {source}")]
-    Transport {
-        url: String,
-        #[source]
-        source: Box<ureq::Error>,
-    },
+    /// ureq's error as text with the URL's userinfo masked, rather than the error itself as the
+    /// source: some of its messages quote the URL.
+    #[error("POST {url} failed: {detail}")]
+    Transport { url: String, detail: String },
     #[error("POST {url} answered {status}: {body}")]
     Status {
         url: String,
@@ -52,21 +53,25 @@ impl HttpClient {
         Self { agent }
     }
 
-    pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<(), HttpError> {
+    pub async fn post_json(&self, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
         let agent = self.agent.clone();
-        let owned_url = url.to_string();
+        let owned_url = url.clone();
         let result = tokio::task::spawn_blocking(move || post(&agent, &owned_url, body)).await;
-        result.unwrap_or_else(|_| Err(HttpError::Join { url: url.into() }))
+        result.unwrap_or_else(|_| {
+            Err(HttpError::Join {
+                url: url.to_string(),
+            })
+        })
     }
 }
 
-fn post(agent: &ureq::Agent, url: &str, body: Vec<u8>) -> Result<(), HttpError> {
-    let transport = |source| HttpError::Transport {
-        url: url.into(),
-        source: Box::new(source),
+fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
+    let transport = |source: ureq::Error| HttpError::Transport {
+        url: url.to_string(),
+        detail: redact::url_in(&source.to_string(), url.expose()),
     };
     let mut response = agent
-        .post(url)
+        .post(url.expose())
         .content_type("application/json")
         .send(&body[..])
         .map_err(transport)?;
@@ -86,8 +91,32 @@ fn post(agent: &ureq::Agent, url: &str, body: Vec<u8>) -> Result<(), HttpError> 
         body = "(empty body)".into();
     }
     Err(HttpError::Status {
-        url: url.into(),
+        url: url.to_string(),
         status,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_name_the_url_without_its_password() {
+        let client = HttpClient::new(Duration::from_secs(2));
+        // Nothing listens on the discard port.
+        let e = client
+            .post_json(
+                &"http://alice:s3cret@127.0.0.1:9/hook".into(),
+                b"[]".to_vec(),
+            )
+            .await
+            .unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("POST http://alice:***@127.0.0.1:9/hook"),
+            "{shown}"
+        );
+    }
 }

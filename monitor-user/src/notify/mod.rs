@@ -20,6 +20,7 @@ mod http;
 mod log;
 mod outbox;
 mod queue;
+mod redact;
 mod webhook;
 
 use std::{
@@ -152,7 +153,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Checks the configuration (bad URLs, addresses, duplicate names are errors), loads what the
+    /// Checks the configuration (bad URLs, addresses, duplicate names, credentials that would go
+    /// out in clear text are errors), loads what the
     /// outbox holds from earlier runs and starts one sender task per channel. Must be called
     /// within a tokio runtime. `outbox_dir` gets one subdirectory per channel, named after it;
     /// problems with it are logged, not fatal (the queues then live in memory). `instance`
@@ -165,7 +167,7 @@ impl Notifier {
         registry: Option<&Registry>,
     ) -> Result<Self, NotifyError> {
         options.validate()?;
-        let names = config::channel_names(&configs)?;
+        let names = config::check_notifiers(&configs)?;
         let ctx = Context {
             external_url: options
                 .external_url
@@ -268,15 +270,16 @@ impl Notifier {
             + self.shared.queues.iter().map(|q| q.len()).sum::<usize>()
     }
 
-    /// Waits until every queue is empty (delivered or given up on), or `timeout` passes.
+    /// Waits until every queue is empty (delivered or given up on), or `timeout` passes (a
+    /// timeout past what an `Instant` holds never does).
     pub async fn drain(&self, timeout: Duration) -> Result<(), NotifyError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let pending = self.pending();
             if pending == 0 {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 let detail = self
                     .shared
                     .queues
@@ -539,7 +542,7 @@ pub(crate) mod tests {
     fn hook(port: u16) -> Vec<NotifierConfig> {
         vec![
             NotifierConfig::Webhook {
-                url: format!("http://127.0.0.1:{port}/hook"),
+                url: format!("http://127.0.0.1:{port}/hook").into(),
                 name: None,
             },
             NotifierConfig::Log { name: None },
@@ -698,6 +701,115 @@ pub(crate) mod tests {
         let n = start(port, dir.path(), stale).await;
         n.drain(Duration::from_secs(5)).await.unwrap();
         assert!(receiver.names().is_empty());
+        n.shutdown().await;
+    }
+
+    /// What a `tracing` subscriber writes, kept for the test to read.
+    #[derive(Clone, Default)]
+    pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+        type Writer = Logs;
+
+        fn make_writer(&'a self) -> Logs {
+            self.clone()
+        }
+    }
+
+    impl Logs {
+        /// Captures what is logged on this thread until the guard drops.
+        pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(self.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&lock(&self.0)).into_owned()
+        }
+    }
+
+    /// Current-thread runtime: the sender tasks log on the test's thread, where `Logs` listens.
+    #[tokio::test]
+    async fn a_failing_delivery_never_shows_the_password_of_its_url() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens on the discard port: every attempt fails.
+        let url = "http://alice:s3cret@127.0.0.1:9/hook";
+        let configs = || {
+            vec![
+                NotifierConfig::Webhook {
+                    url: url.into(),
+                    name: None,
+                },
+                NotifierConfig::Alertmanager {
+                    url: url.into(),
+                    name: None,
+                },
+            ]
+        };
+        let n = Notifier::start(configs(), fast(), dir.path().into(), "h".into(), None)
+            .await
+            .unwrap();
+        n.send(vec![alert("A")]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let timeout = n.drain(Duration::ZERO).await.unwrap_err().to_string();
+        n.shutdown().await;
+        // Started again with the entries still queued: the line naming where they go.
+        let n = Notifier::start(configs(), fast(), dir.path().into(), "h".into(), None)
+            .await
+            .unwrap();
+        n.shutdown().await;
+
+        assert!(!timeout.contains("s3cret"), "{timeout}");
+        assert!(timeout.contains("alice:***@127.0.0.1:9"), "{timeout}");
+        let logs = logs.text();
+        assert!(!logs.contains("s3cret"), "{logs}");
+        for line in [
+            "POST http://alice:***@127.0.0.1:9/hook failed",
+            "POST http://alice:***@127.0.0.1:9/hook/api/v2/alerts failed",
+            "left in",
+        ] {
+            assert!(logs.contains(line), "{line:?} missing from\n{logs}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_url_is_named_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_scheme = vec![NotifierConfig::Webhook {
+            url: "alice:s3cret@127.0.0.1:8080/hook".into(),
+            name: None,
+        }];
+        let e = Notifier::start(no_scheme, fast(), dir.path().into(), "h".into(), None)
+            .await
+            .err()
+            .unwrap();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("alice:***@127.0.0.1:8080/hook"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn draining_with_a_timeout_past_what_instant_holds_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = start(free_port(), dir.path(), fast()).await;
+        n.drain(Duration::MAX).await.unwrap();
         n.shutdown().await;
     }
 

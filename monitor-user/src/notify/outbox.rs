@@ -10,8 +10,7 @@
 //! Sequence numbers are `max(previous + 1, now in ns)`: increasing within a run, and not reusing
 //! the name of an entry left by an earlier run even when that run's files could not be listed.
 use std::{
-    fs,
-    io::{self, Write as _},
+    fs, io,
     path::{Path, PathBuf},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -19,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Alert;
+use crate::{alerts::Alert, state_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -31,6 +30,8 @@ pub enum OutboxError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read outbox entry {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error("cannot make outbox entry {path} private to monitor's user: {source}")]
+    MakePrivate { path: PathBuf, source: io::Error },
     #[error("outbox entry {path} is corrupt ({source}); kept as {kept}")]
     Corrupt {
         path: PathBuf,
@@ -64,7 +65,6 @@ struct Stored {
 }
 
 const SUFFIX: &str = ".json";
-const TMP_SUFFIX: &str = ".json.tmp";
 
 /// The writing side of one channel's queue directory.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Outbox {
     pub fn open(dir: PathBuf) -> (Self, Vec<Entry>, Vec<OutboxError>) {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
-        match fs::create_dir_all(&dir) {
+        match state_file::create_dir(&dir) {
             Err(source) => problems.push(OutboxError::CreateDir {
                 path: dir.clone(),
                 source,
@@ -114,33 +114,23 @@ impl Outbox {
         alerts: &[Alert],
     ) -> Result<PathBuf, OutboxError> {
         // The directory may have been removed or been unwritable at start: try again each time.
-        fs::create_dir_all(&self.dir).map_err(|source| OutboxError::CreateDir {
+        state_file::create_dir(&self.dir).map_err(|source| OutboxError::CreateDir {
             path: self.dir.clone(),
             source,
         })?;
         let path = self.dir.join(format!("{seq:020}{SUFFIX}"));
-        let tmp = self.dir.join(format!("{seq:020}{TMP_SUFFIX}"));
         let stored = Stored {
             version: 1,
             created,
             alerts: alerts.to_vec(),
         };
-        let write = || -> io::Result<()> {
-            let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename is durable only once the directory is.
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            OutboxError::Write {
+        serde_json::to_vec(&stored)
+            .map_err(io::Error::other)
+            .and_then(|json| state_file::replace(&path, &json))
+            .map_err(|source| OutboxError::Write {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(path)
     }
 }
@@ -168,7 +158,7 @@ fn load(dir: &Path, problems: &mut Vec<OutboxError>) -> Result<Vec<Entry>, Outbo
         let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if file_name.ends_with(TMP_SUFFIX) {
+        if file_name.ends_with(state_file::TMP_SUFFIX) {
             // A write that crashed before its rename: never acknowledged as queued.
             let _ = fs::remove_file(&path);
             continue;
@@ -179,6 +169,13 @@ fn load(dir: &Path, problems: &mut Vec<OutboxError>) -> Result<Vec<Entry>, Outbo
         else {
             continue;
         };
+        if let Err(source) = state_file::make_private(&path) {
+            // Still sent: keeping an alert from its receiver would be worse than its mode.
+            problems.push(OutboxError::MakePrivate {
+                path: path.clone(),
+                source,
+            });
+        }
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(source) => {
@@ -251,6 +248,47 @@ mod tests {
         let msg = problems[0].to_string();
         assert!(msg.contains("00000000000000000007.json"), "{msg}");
         assert!(dir.path().join("00000000000000000007.corrupt").exists());
+    }
+
+    fn mode(path: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        format!(
+            "{:03o}",
+            fs::metadata(path).unwrap().permissions().mode() & 0o777
+        )
+    }
+
+    #[test]
+    fn entries_and_the_directories_made_for_them_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let q = state.join("outbox").join("webhook");
+        let (mut outbox, _, problems) = Outbox::open(q.clone());
+        assert!(problems.is_empty(), "{problems:?}");
+        let seq = outbox.next_seq();
+        let entry = outbox
+            .append(seq, SystemTime::now(), &[alert("A")])
+            .unwrap();
+        assert_eq!(mode(&entry), "600", "{}", entry.display());
+        for d in [&q, &state.join("outbox"), &state] {
+            assert_eq!(mode(d), "700", "{}", d.display());
+        }
+    }
+
+    #[test]
+    fn a_world_readable_entry_is_made_private_when_loaded() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut outbox, _, _) = Outbox::open(dir.path().to_path_buf());
+        let seq = outbox.next_seq();
+        let entry = outbox
+            .append(seq, SystemTime::now(), &[alert("A")])
+            .unwrap();
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, found, problems) = Outbox::open(dir.path().to_path_buf());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(found.len(), 1);
+        assert_eq!(mode(&entry), "600");
     }
 
     #[test]

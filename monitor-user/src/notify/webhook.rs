@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::{
     Context, annotations_with_value,
     http::{HttpClient, HttpError},
-    labels_with_instance, rfc3339,
+    labels_with_instance,
+    redact::SecretUrl,
+    rfc3339,
 };
 use crate::alerts::{Alert, AlertStatus};
 
@@ -154,15 +156,15 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
 
 #[derive(Debug)]
 pub struct WebhookChannel {
-    pub url: String,
+    pub url: SecretUrl,
     receiver: String,
     client: HttpClient,
 }
 
 impl WebhookChannel {
-    pub fn new(url: &str, receiver: &str, client: HttpClient) -> Self {
+    pub fn new(url: &SecretUrl, receiver: &str, client: HttpClient) -> Self {
         Self {
-            url: url.to_string(),
+            url: url.clone(),
             receiver: receiver.to_string(),
             client,
         }

@@ -13,17 +13,27 @@ pub struct EventLog {
     capacity: usize,
 }
 
+/// Room made at start; the log grows to its capacity from there.
+const PREALLOCATED: usize = 1024;
+
 impl EventLog {
+    /// Keeps the `capacity` most recent events (none for 0: the config refuses it, and a bound
+    /// that keeps nothing is still a bound).
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
+            inner: Arc::new(Mutex::new(VecDeque::with_capacity(
+                capacity.min(PREALLOCATED),
+            ))),
             capacity,
         }
     }
 
     pub fn push(&self, event: Value) {
+        if self.capacity == 0 {
+            return;
+        }
         let mut events = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if events.len() == self.capacity {
+        while events.len() >= self.capacity {
             events.pop_front();
         }
         events.push_back(event);
@@ -89,6 +99,15 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0]["i"], 1);
         assert_eq!(events[1]["i"], 2);
+    }
+
+    #[test]
+    fn a_log_of_no_capacity_keeps_nothing() {
+        let log = EventLog::new(0);
+        for i in 0..3 {
+            log.push(serde_json::json!({ "kind": "x", "i": i }));
+        }
+        assert!(log.snapshot().is_empty());
     }
 
     #[test]

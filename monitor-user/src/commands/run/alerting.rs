@@ -21,6 +21,7 @@ use crate::{
     notify::Notifier,
     serve::events::EventLog,
     serve::exporter::Exporter,
+    state_file,
 };
 
 /// How long a spike's context is attached to CPU alerts that fire after it.
@@ -146,7 +147,15 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
+/// A temporary file left by a crash during a save is not read (the previous state is whole);
+/// the next save replaces it.
 fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
+    if let Err(e) = state_file::make_private(path) {
+        warn!(
+            "cannot make {} private to monitor's user: {e}",
+            path.display()
+        );
+    }
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -154,13 +163,95 @@ fn load_state(path: &Path) -> anyhow::Result<Option<EngineState>> {
     }
 }
 
-/// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
+/// Replaced whole and fsync'd (state_file::replace): a crash leaves the old state or the new one.
 fn save_state(path: &Path, state: &EngineState) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        state_file::create_dir(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(state)?)?;
-    std::fs::rename(&tmp, path)?;
+    state_file::replace(path, &serde_json::to_vec(state)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::notify::tests::alert;
+
+    fn mode(path: &Path) -> String {
+        format!(
+            "{:03o}",
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        )
+    }
+
+    /// A state that holds something: an unsent resolved alert.
+    fn some_state() -> EngineState {
+        serde_json::from_value(serde_json::json!({ "unsent": [alert("A")] })).unwrap()
+    }
+
+    #[test]
+    fn alert_state_and_the_directory_made_for_it_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let path = state_dir.join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        assert_eq!(mode(&path), "600");
+        assert_eq!(mode(&state_dir), "700");
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        save_state(&path, &EngineState::default()).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(EngineState::default()));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["alerts-app.json"]);
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_crash_breaks_neither_loading_nor_saving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        save_state(&path, &some_state()).unwrap();
+        // Torn, and read-only as an interrupted copy or restore can leave it.
+        let tmp = dir.path().join("alerts-app.json.tmp");
+        std::fs::write(&tmp, b"{\"rules\": {\"Hi").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
+        save_state(&path, &EngineState::default()).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(EngineState::default()));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"not monitor's").unwrap();
+        let path = dir.path().join("alerts-app.json");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("alerts-app.json.tmp")).unwrap();
+        save_state(&path, &some_state()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "not monitor's"
+        );
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
+    }
+
+    #[test]
+    fn a_world_readable_state_file_is_made_private_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts-app.json");
+        std::fs::write(&path, serde_json::to_vec(&some_state()).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_state(&path).unwrap(), Some(some_state()));
+        assert_eq!(mode(&path), "600");
+    }
 }

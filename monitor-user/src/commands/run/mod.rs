@@ -7,7 +7,7 @@ use std::{
     path::Path,
     process::ExitCode,
     sync::{Arc, mpsc},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -226,10 +226,10 @@ fn sample_loop(
         let due_now: Vec<bool> = next.iter().map(|&t| now >= t).collect();
         for (i, due) in due_now.iter().enumerate() {
             if *due {
-                next[i] += periods[i];
+                next[i] = due_after(next[i], periods[i]);
                 if next[i] <= now {
                     // Overran a whole period: skip ahead rather than burst.
-                    next[i] = now + periods[i];
+                    next[i] = due_after(now, periods[i]);
                 }
             }
         }
@@ -284,6 +284,15 @@ fn sample_loop(
             _ => return,
         }
     }
+}
+
+/// `t + period`, or a day after `t` when that is past what an `Instant` holds. Config::load
+/// keeps cadences within a day (config::MAX_CADENCE), so this only guards a Config built some
+/// other way: a sampler that panics takes the whole daemon down.
+fn due_after(t: Instant, period: Duration) -> Instant {
+    t.checked_add(period)
+        .or_else(|| t.checked_add(crate::config::MAX_CADENCE))
+        .unwrap_or(t)
 }
 
 fn hostname() -> String {
@@ -354,5 +363,23 @@ async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>)
                 return std::future::pending().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_past_what_an_instant_holds_is_due_a_day_later() {
+        let now = Instant::now();
+        assert_eq!(
+            due_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(
+            due_after(now, Duration::MAX),
+            now + crate::config::MAX_CADENCE
+        );
     }
 }
