@@ -5,12 +5,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{engine::Snapshot, spike::Interval};
+use super::{clock::Now, engine::Snapshot, spike::Interval};
 use crate::model::{MIB, Model};
 
 /// The series rules watch (alerts::rules::METRICS), for the newest sample. Empty while the
 /// target is down: rules hold their state rather than see zeros.
-pub fn snapshot(model: &Model, at: SystemTime) -> Snapshot {
+pub fn snapshot(model: &Model, at: Now) -> Snapshot {
     let mut values = BTreeMap::new();
     if let Some(s) = model.latest.as_ref().filter(|s| s.up) {
         let mut put = |k: &'static str, v: Option<f64>| {

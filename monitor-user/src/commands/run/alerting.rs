@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tracing::{info, warn};
@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::{
     alerts::{
         Alert,
+        clock::Now,
         engine::{Engine, EngineOptions, EngineState},
         from_model,
         spike::{SpikeDetector, SpikeEvent},
@@ -24,12 +25,13 @@ use crate::{
 };
 
 /// How long a spike's context is attached to CPU alerts that fire after it.
-const SPIKE_CONTEXT_SECS: u64 = 300;
+const SPIKE_CONTEXT: Duration = Duration::from_secs(300);
 
 pub struct Alerting {
     engine: Engine,
     spikes: SpikeDetector,
-    last_spike: Option<(SystemTime, SpikeEvent)>,
+    /// On the monotonic clock, which times the context's lifetime.
+    last_spike: Option<(Instant, SpikeEvent)>,
     events: EventLog,
     notifier: Arc<Notifier>,
     state_path: PathBuf,
@@ -56,7 +58,7 @@ impl Alerting {
             .join(format!("alerts-{}.json", file_safe(target)));
         match load_state(&state_path) {
             Ok(Some(state)) => {
-                engine.restore(state);
+                engine.restore(state, Now::read());
                 info!(path = %state_path.display(), firing = engine.firing().len(), "restored alert state");
             }
             Ok(None) => {}
@@ -74,23 +76,20 @@ impl Alerting {
 
     /// Runs after the model took a CPU/memory sample.
     pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
-        let now = SystemTime::now();
-        if let Some(interval) = from_model::interval(model, now)
+        let now = Now::read();
+        if let Some(interval) = from_model::interval(model, now.wall)
             && let Some(spike) = self.spikes.observe(interval)
         {
             info!(summary = %spike.summary(), "CPU spike");
             exporter.count_spike();
             self.events
                 .push(serde_json::to_value(&spike).unwrap_or_default());
-            self.last_spike = Some((now, spike));
+            self.last_spike = Some((now.mono, spike));
         }
         let spike_context = self
             .last_spike
             .as_ref()
-            .filter(|(at, _)| {
-                now.duration_since(*at)
-                    .is_ok_and(|d| d.as_secs() <= SPIKE_CONTEXT_SECS)
-            })
+            .filter(|(at, _)| now.mono.saturating_duration_since(*at) <= SPIKE_CONTEXT)
             .map(|(_, s)| s.clone());
         let alerts = self
             .engine
@@ -115,7 +114,7 @@ impl Alerting {
             self.events.push(alert_event(alert));
         }
         self.notifier.send(alerts);
-        if let Err(e) = save_state(&self.state_path, &self.engine.state()) {
+        if let Err(e) = save_state(&self.state_path, &self.engine.state(now)) {
             warn!(
                 "saving alert state to {}: {e:#} (alerts keep working; a restart would forget them)",
                 self.state_path.display()
