@@ -16,6 +16,11 @@
 //!
 //! Missing data (a key absent from the snapshot, a non-finite value, a trend window not yet
 //! covered) never changes a rule's state: no firing on missing data, and no resolving either.
+//! A target with no live process (`up` 0) is not missing data: its series are gone for good,
+//! and a process that comes later is another one. The built-in `TargetDown` watches `up`; every
+//! other rule's firing alert counts as clear, so it resolves after `min_firing` with the
+//! annotation `resolved_reason="target_down"` (a target back before then with the value still
+//! beyond keeps it firing, without a blink); pending waits end and trend windows start over.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -27,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Alert, AlertStatus, Severity,
     clock::Now,
-    rules::{Condition, Direction, Rule, unit},
+    rules::{Condition, Direction, Rule, UP, unit},
     trend::{self, Series},
 };
 
@@ -37,6 +42,16 @@ pub struct Snapshot {
     pub at: Now,
     pub values: BTreeMap<&'static str, f64>,
 }
+
+impl Snapshot {
+    /// `up` is 0. An absent `up` (no sample yet) is not knowing, not down.
+    fn target_down(&self) -> bool {
+        self.values.get(UP) == Some(&0.0)
+    }
+}
+
+/// The annotation that says why an alert resolved when no value of its own did.
+const RESOLVED_REASON: &str = "resolved_reason";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineOptions {
@@ -233,10 +248,19 @@ impl Engine {
             })
             .collect();
         let options = &self.options;
+        let target_down = snapshot.target_down();
         for (rule, state) in self.rules.iter().zip(self.states.iter_mut()) {
-            let obs = observe(rule, state, snapshot);
+            // The series of a rule not on `up` went with the target's last process.
+            let gone = target_down && rule.metric != UP;
+            let obs = if gone {
+                state.series.clear();
+                None
+            } else {
+                observe(rule, state, snapshot)
+            };
             state.phase = match std::mem::take(&mut state.phase) {
                 phase @ (Phase::Inactive | Phase::Pending { .. }) => match obs {
+                    None if gone => Phase::Inactive,
                     None => phase,
                     Some(o) if !keeps_pending(rule, &phase, &o) => Phase::Inactive,
                     Some(o) => {
@@ -264,19 +288,28 @@ impl Engine {
                     mut cleared_since,
                     mut last,
                 } => {
-                    if let Some(o) = obs {
-                        last = o;
-                        if o.held {
-                            cleared_since = None;
-                        } else if cleared_since.is_none() {
-                            cleared_since = Some(now.mono);
+                    // Whether the value is clear; None: not known this time.
+                    let clear = match obs {
+                        Some(o) => {
+                            last = o;
+                            Some(!o.held)
                         }
+                        None => gone.then_some(true),
+                    };
+                    match clear {
+                        Some(false) => cleared_since = None,
+                        Some(true) if cleared_since.is_none() => cleared_since = Some(now.mono),
+                        _ => {}
                     }
-                    let resolved = obs.is_some()
+                    let resolved = clear.is_some()
                         && cleared_since
                             .is_some_and(|c| elapsed(c, now.mono) >= options.min_firing);
                     if resolved {
-                        out.push(resolved_alert(rule, options, alert, now.wall, &last));
+                        out.push(if gone {
+                            gone_alert(alert, now.wall, &last)
+                        } else {
+                            resolved_alert(rule, options, alert, now.wall, &last)
+                        });
                         Phase::Inactive
                     } else if elapsed(last_sent, now.mono) >= options.repeat_interval {
                         let alert =
@@ -527,6 +560,26 @@ fn resolved_alert(
     }
 }
 
+/// The resolution of an alert whose target has no live process left: there is no value to
+/// judge, only the reason (in `description` for people, in [`RESOLVED_REASON`] for routing and
+/// inhibition rules). An annotation, not a label: labels identify the alert, and a resolution
+/// with one more would resolve another alert and leave this one firing.
+fn gone_alert(sent: Alert, now: SystemTime, last: &Observation) -> Alert {
+    let mut annotations = sent.annotations.clone();
+    annotations.insert(
+        "description".into(),
+        "The target has no live process left: resolved without a value to judge.".into(),
+    );
+    annotations.insert(RESOLVED_REASON.into(), "target_down".into());
+    Alert {
+        status: AlertStatus::Resolved,
+        annotations,
+        ends_at: Some(now),
+        value: last.value,
+        ..sent
+    }
+}
+
 /// A firing alert whose rule went away: resolved, with the reason.
 fn orphan(sent: Alert) -> Alert {
     let mut annotations = sent.annotations.clone();
@@ -582,6 +635,25 @@ fn texts(
     // than claim it is still beyond the threshold.
     let holding = status == AlertStatus::Firing && obs.held;
     let (summary, mut description) = match &rule.condition {
+        // `up` is 1 or 0, which threshold prose ("up is 0, below the 1 threshold") would
+        // only obscure.
+        Condition::Threshold { direction, .. } if m == UP => {
+            let summary = match direction {
+                Direction::Below => format!("target down{on}"),
+                Direction::Above => format!("target up{on}"),
+            };
+            let state = if obs.value < 1.0 {
+                "No process of the target is alive (app_up 0)"
+            } else {
+                "The target has a live process (app_up 1)"
+            };
+            let held = if holding && !rule.for_duration.is_zero() {
+                format!(" for {}", human(rule.for_duration))
+            } else {
+                String::new()
+            };
+            (summary, format!("{state}{held}."))
+        }
         Condition::Threshold {
             direction,
             threshold,
@@ -746,14 +818,34 @@ mod tests {
     fn run_clocks(
         engine: &mut Engine,
         metric: &'static str,
-        (from, to, step): (u64, u64, u64),
+        range: (u64, u64, u64),
         wall: &dyn Fn(u64) -> SystemTime,
         mut value: impl FnMut(u64) -> Option<f64>,
+    ) -> Vec<(u64, Alert)> {
+        feed(engine, range, wall, |s| {
+            value(s).map(|v| (metric, v)).into_iter().collect()
+        })
+    }
+
+    /// `run` over several series: `values(t)` are the snapshot's.
+    fn run_many(
+        engine: &mut Engine,
+        range: (u64, u64, u64),
+        values: impl FnMut(u64) -> Vec<(&'static str, f64)>,
+    ) -> Vec<(u64, Alert)> {
+        feed(engine, range, &t, values)
+    }
+
+    fn feed(
+        engine: &mut Engine,
+        (from, to, step): (u64, u64, u64),
+        wall: &dyn Fn(u64) -> SystemTime,
+        mut values: impl FnMut(u64) -> Vec<(&'static str, f64)>,
     ) -> Vec<(u64, Alert)> {
         let mut out = Vec::new();
         let mut s = from;
         while s <= to {
-            let values = value(s).map(|v| (metric, v)).into_iter().collect();
+            let values = values(s).into_iter().collect();
             let snapshot = Snapshot {
                 at: Now {
                     mono: mono(s),
@@ -1226,6 +1318,106 @@ mod tests {
 
     /// Noise seeds per synthetic series: a detector that works for one seed may be luck.
     const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
+
+    /// A live target at `memory_percent` 85 %.
+    fn alive(_: u64) -> Vec<(&'static str, f64)> {
+        vec![("up", 1.0), ("memory_percent", 85.0)]
+    }
+
+    /// A target with no live process: only `up` comes, at 0.
+    fn gone(_: u64) -> Vec<(&'static str, f64)> {
+        vec![("up", 0.0)]
+    }
+
+    #[test]
+    fn a_target_that_goes_down_resolves_its_alerts_and_fires_target_down() {
+        let mut e = defaults();
+        let mut events = run_many(&mut e, (0, 95, 5), alive);
+        // Gone from 100 s: TargetDown waits its `for` (30 s).
+        events.extend(run_many(&mut e, (100, 125, 5), gone));
+        assert!(
+            matches!(
+                e.state(at(125)).rules["TargetDown"].phase,
+                Phase::Pending { since } if since == t(100)
+            ),
+            "{:?}",
+            e.state(at(125)).rules["TargetDown"]
+        );
+        events.extend(run_many(&mut e, (130, 400, 5), gone));
+        use AlertStatus::*;
+        // HighMemory resolves once the target has been gone for min_firing (1 min), the wait
+        // a value back under the threshold gets; it does not fire again.
+        assert_eq!(
+            summary(&events),
+            [
+                (30, "HighMemory", Firing),
+                (130, "TargetDown", Firing),
+                (160, "HighMemory", Resolved),
+                (370, "TargetDown", Firing),
+            ]
+        );
+        let (fired, resolved, down) = (&events[0].1, &events[2].1, &events[1].1);
+        assert_eq!(resolved.labels, fired.labels);
+        assert_eq!(resolved.starts_at, t(30));
+        assert_eq!(resolved.ends_at, Some(t(160)));
+        assert_eq!(resolved.annotations["resolved_reason"], "target_down");
+        assert!(
+            resolved.annotations["description"].contains("no live process"),
+            "{:?}",
+            resolved.annotations
+        );
+        assert_eq!(down.severity, Severity::Critical);
+        assert_eq!(down.starts_at, t(130));
+        assert_eq!(down.labels["target"], "myapp");
+        assert_eq!(down.annotations["summary"], "target down on myapp");
+        assert_eq!(e.firing(), [("TargetDown".to_string(), Severity::Critical)]);
+        // Back: TargetDown resolves after min_firing, HighMemory waits its `for` again.
+        let back = run_many(&mut e, (405, 600, 5), alive);
+        assert_eq!(
+            summary(&back),
+            [(435, "HighMemory", Firing), (465, "TargetDown", Resolved)]
+        );
+        assert!(!back[1].1.annotations.contains_key("resolved_reason"));
+    }
+
+    #[test]
+    fn a_target_back_within_min_firing_keeps_its_alerts_firing() {
+        // A restart: gone for 25 s, less than min_firing, back at the same level.
+        let mut e = defaults();
+        let events = run_many(&mut e, (0, 300, 5), |s| {
+            if (100..125).contains(&s) {
+                gone(s)
+            } else {
+                alive(s)
+            }
+        });
+        assert_eq!(
+            summary(&events),
+            [
+                (30, "HighMemory", AlertStatus::Firing),
+                (270, "HighMemory", AlertStatus::Firing)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_down_ends_pending_waits_and_trend_windows() {
+        let mut e = defaults();
+        // HighMemory pending from 0 s; gone 25..45 s; back from 45 s: the wait starts over, a
+        // new process is not the old one's 25 s above the threshold.
+        let mut events = run_many(&mut e, (0, 20, 5), alive);
+        events.extend(run_many(&mut e, (25, 40, 5), gone));
+        events.extend(run_many(&mut e, (45, 100, 5), alive));
+        assert_eq!(summary(&events), [(75, "HighMemory", AlertStatus::Firing)]);
+        // A trend window holds the old process's samples only while it lives.
+        let mut e = defaults();
+        run_many(&mut e, (0, 300, 5), |s| {
+            vec![("up", 1.0), ("rss_mb", 100.0 + s as f64)]
+        });
+        assert_eq!(e.state(at(300)).rules["MemoryLeak"].series.len(), 61);
+        run_many(&mut e, (305, 305, 5), gone);
+        assert_eq!(e.state(at(305)).rules["MemoryLeak"].series.len(), 0);
+    }
 
     #[test]
     fn a_memory_leak_is_detected_within_window_plus_five_minutes() {

@@ -163,3 +163,44 @@ fn save_state(path: &Path, state: &EngineState) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::{AlertStatus, engine::Snapshot, rules::with_defaults};
+
+    #[test]
+    fn a_target_down_resolution_names_its_reason_in_the_event_log() {
+        let mut engine = Engine::new(with_defaults(Vec::new()), EngineOptions::default());
+        let start = Now::read();
+        let mut resolved = Vec::new();
+        for s in (0..=200).step_by(5) {
+            let values = if s < 60 {
+                BTreeMap::from([("up", 1.0), ("memory_percent", 95.0)])
+            } else {
+                BTreeMap::from([("up", 0.0)])
+            };
+            let at = Now {
+                mono: start.mono + Duration::from_secs(s),
+                wall: start.wall + Duration::from_secs(s),
+            };
+            let alerts = engine.evaluate(&Snapshot { at, values });
+            resolved.extend(
+                alerts
+                    .into_iter()
+                    .filter(|a| a.status == AlertStatus::Resolved),
+            );
+        }
+        let names: Vec<&str> = resolved.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["HighMemory", "CriticalMemory"]);
+        for alert in &resolved {
+            let event = alert_event(alert);
+            assert_eq!(event["kind"], "alert");
+            assert_eq!(event["status"], "resolved");
+            assert_eq!(
+                event["annotations"]["resolved_reason"], "target_down",
+                "{event}"
+            );
+        }
+    }
+}
