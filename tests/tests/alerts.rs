@@ -1,6 +1,7 @@
 //! Alerts end to end: a workload crosses a threshold, the daemon fires, a real Alertmanager and a
-//! webhook receiver (started here on loopback) get it, then the resolve; CPU spikes carry their
-//! syscall context; configs are checked and rules exported for promtool.
+//! webhook receiver (started here on loopback) get it, then the resolve; a target that exits
+//! has its alerts resolved and TargetDown fired; CPU spikes carry their syscall context; configs
+//! are checked and rules exported for promtool.
 mod common;
 
 use std::{
@@ -151,6 +152,106 @@ url = "http://127.0.0.1:{hook_port}/hook"
 }
 
 #[test]
+fn a_target_that_exits_resolves_its_alerts_and_fires_target_down() {
+    require_root();
+    let am = Alertmanager::start(free_port());
+    let (hook_port, hooks) = http_receiver();
+    let state = tempfile::tempdir().unwrap();
+    // `Alive` fires while the target has a process; TargetDown is the built-in (30 s `for`).
+    let config = format!(
+        r#"
+[alerting]
+state_dir = "{}"
+min_firing = "1s"
+repeat_interval = "1h"
+
+[notify]
+retry_initial = "200ms"
+retry_max = "1s"
+
+[[rule]]
+name = "Alive"
+metric = "processes"
+above = 0
+
+[[notifier]]
+kind = "alertmanager"
+url = "http://127.0.0.1:{}"
+
+[[notifier]]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+"#,
+        state.path().display(),
+        am.port
+    );
+    let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "100"]);
+    let d = Daemon::start_with(
+        &["--pid", &w.pid().to_string()],
+        &["--name", "mortal"],
+        &config,
+    );
+    w.go();
+    wait_until("Alive in Alertmanager", Duration::from_secs(20), || {
+        am.alert_named("Alive")
+    });
+    w.finish();
+
+    // Gone: Alive resolves with the reason, everywhere; TargetDown fires after its `for`.
+    let (_, body) = wait_until("Alive resolved by webhook", Duration::from_secs(20), || {
+        hooks.try_recv().ok().filter(|(_, b): &(String, Value)| {
+            b["status"] == "resolved" && b["alerts"][0]["labels"]["alertname"] == "Alive"
+        })
+    });
+    assert_eq!(
+        body["alerts"][0]["annotations"]["resolved_reason"], "target_down",
+        "{body:#}"
+    );
+    wait_until(
+        "Alive resolved in Alertmanager",
+        Duration::from_secs(20),
+        || am.alert_named("Alive").is_none().then_some(()),
+    );
+    let down = wait_until(
+        "TargetDown in Alertmanager",
+        Duration::from_secs(60),
+        || am.alert_named("TargetDown"),
+    );
+    assert_eq!(down["labels"]["severity"], "critical");
+    assert_eq!(down["labels"]["target"], "mortal");
+    assert_eq!(d.value("app_up", &[("target", "mortal")]), Some(0.0));
+    assert_eq!(
+        d.value(
+            "monitor_alerts_firing",
+            &[("alertname", "TargetDown"), ("severity", "critical")]
+        ),
+        Some(1.0)
+    );
+    let events: Vec<Value> = serde_json::from_str(
+        &ureq::get(&format!("http://127.0.0.1:{}/api/events", d.port))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let alive: Vec<(&str, &Value)> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["name"] == "Alive")
+        .filter_map(|e| Some((e["status"].as_str()?, &e["annotations"]["resolved_reason"])))
+        .collect();
+    assert_eq!(
+        alive,
+        [
+            ("firing", &Value::Null),
+            ("resolved", &Value::from("target_down"))
+        ],
+        "{events:#?}"
+    );
+}
+
+#[test]
 fn cpu_burst_of_one_syscall_is_a_spike_with_that_syscall_on_top() {
     require_root();
     let state = tempfile::tempdir().unwrap();
@@ -283,7 +384,10 @@ fn exported_rules_pass_promtool() {
     std::fs::write(&rules, &out.stdout).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("BigRss") && text.contains("HighMemory") && text.contains("trading-api"),
+        text.contains("BigRss")
+            && text.contains("HighMemory")
+            && text.contains("TargetDown")
+            && text.contains("trading-api"),
         "{text}"
     );
     let check = Command::new("promtool")

@@ -1,6 +1,7 @@
 //! The rule engine: evaluates every rule against a snapshot of the named series and returns the
-//! notifications due. Pure and clock-free: time is the snapshot's `at`, so tests drive it with
-//! a virtual clock and the daemon with the wall clock.
+//! notifications due. Pure and clock-free: time is the snapshot's `at`, a reading of both clocks
+//! ([`Now`]) that the caller takes. Every duration runs on the monotonic one, and the wall one
+//! only stamps `starts_at` / `ends_at`, so tests step either by hand.
 //!
 //! Lifecycle per rule (as in Prometheus): inactive → pending (condition true, waiting `for`) →
 //! firing → resolved, then inactive again. A pending rule whose condition turns false goes back
@@ -15,26 +16,42 @@
 //!
 //! Missing data (a key absent from the snapshot, a non-finite value, a trend window not yet
 //! covered) never changes a rule's state: no firing on missing data, and no resolving either.
+//! A target with no live process (`up` 0) is not missing data: its series are gone for good,
+//! and a process that comes later is another one. The built-in `TargetDown` watches `up`; every
+//! other rule's firing alert counts as clear, so it resolves after `min_firing` with the
+//! annotation `resolved_reason="target_down"` (a target back before then with the value still
+//! beyond keeps it firing, without a blink); pending waits end and trend windows start over.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     Alert, AlertStatus, Severity,
-    rules::{Condition, Direction, Rule, unit},
+    clock::Now,
+    rules::{Condition, Direction, Rule, UP, unit},
     trend::{self, Series},
 };
 
 /// The values of the series at one instant, keyed by [`super::rules::METRICS`] names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
-    pub at: SystemTime,
+    pub at: Now,
     pub values: BTreeMap<&'static str, f64>,
 }
+
+impl Snapshot {
+    /// `up` is 0. An absent `up` (no sample yet) is not knowing, not down.
+    fn target_down(&self) -> bool {
+        self.values.get(UP) == Some(&0.0)
+    }
+}
+
+/// The annotation that says why an alert resolved when no value of its own did.
+const RESOLVED_REASON: &str = "resolved_reason";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineOptions {
@@ -82,44 +99,88 @@ struct Observation {
     held: bool,
 }
 
+/// A rule's phase. `T` is the clock its times are on: the monotonic one while running, the wall
+/// clock in saved state (an `Instant` means nothing to the next process).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "lowercase")]
-enum Phase {
+enum Phase<T = Instant> {
     #[default]
     Inactive,
     Pending {
-        since: SystemTime,
+        since: T,
     },
     Firing {
         /// The last notification sent (its labels identify the alert downstream).
         alert: Alert,
-        last_sent: SystemTime,
+        last_sent: T,
         /// Since when the value has been clear, without interruption.
-        cleared_since: Option<SystemTime>,
+        cleared_since: Option<T>,
         last: Observation,
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct RuleState {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// Not the `T: Default` that serde infers from the defaulted fields: their types have defaults
+// for any `T`.
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct RuleState<T = Instant> {
     #[serde(default)]
-    phase: Phase,
+    phase: Phase<T>,
     /// The metric `series` holds samples of.
     #[serde(default)]
     metric: String,
     /// Sliding window of a fitted rule.
     #[serde(default)]
-    series: Series,
+    series: Series<T>,
+}
+
+impl<T> Default for RuleState<T> {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Inactive,
+            metric: String::new(),
+            series: Series::default(),
+        }
+    }
+}
+
+impl RuleState {
+    /// On the wall clock, as the clocks read `now`.
+    fn saved(&self, now: &Now) -> RuleState<SystemTime> {
+        RuleState {
+            phase: match &self.phase {
+                Phase::Inactive => Phase::Inactive,
+                Phase::Pending { since } => Phase::Pending {
+                    since: now.wall_of(*since),
+                },
+                Phase::Firing {
+                    alert,
+                    last_sent,
+                    cleared_since,
+                    last,
+                } => Phase::Firing {
+                    alert: alert.clone(),
+                    last_sent: now.wall_of(*last_sent),
+                    cleared_since: cleared_since.map(|c| now.wall_of(c)),
+                    last: *last,
+                },
+            },
+            metric: self.metric.clone(),
+            series: self.series.saved(now),
+        }
+    }
 }
 
 /// Everything needed to carry the engine across a daemon restart: each rule's phase (a firing
 /// alert stays firing, with its start time and repeat schedule) and each fitted rule's window of
 /// samples (a trend does not start over). Pending rules restart their `for` wait: the condition
-/// was not watched while the daemon was down.
+/// was not watched while the daemon was down. Times are wall-clock times: monotonic instants do
+/// not outlive the process, so they are saved as the wall time they had when saved and placed
+/// back relative to the clocks when loaded (see [`Now::wall_of`], [`Now::instant_of`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
     #[serde(default)]
-    rules: BTreeMap<String, RuleState>,
+    rules: BTreeMap<String, RuleState<SystemTime>>,
     /// Resolved notifications not sent yet (alerts of rules removed or changed across a
     /// restart).
     #[serde(default)]
@@ -160,7 +221,8 @@ impl Engine {
         }
     }
 
-    /// The notifications due at `snapshot.at`.
+    /// The notifications due at `snapshot.at`. Successive snapshots must come in monotonic
+    /// order.
     #[cfg_attr(
         not(test),
         expect(dead_code, reason = "the daemon always passes spike context")
@@ -181,28 +243,37 @@ impl Engine {
             .unsent
             .drain(..)
             .map(|mut a| {
-                a.ends_at = Some(now);
+                a.ends_at = Some(now.wall);
                 a
             })
             .collect();
         let options = &self.options;
+        let target_down = snapshot.target_down();
         for (rule, state) in self.rules.iter().zip(self.states.iter_mut()) {
-            let obs = observe(rule, state, snapshot);
+            // The series of a rule not on `up` went with the target's last process.
+            let gone = target_down && rule.metric != UP;
+            let obs = if gone {
+                state.series.clear();
+                None
+            } else {
+                observe(rule, state, snapshot)
+            };
             state.phase = match std::mem::take(&mut state.phase) {
                 phase @ (Phase::Inactive | Phase::Pending { .. }) => match obs {
+                    None if gone => Phase::Inactive,
                     None => phase,
                     Some(o) if !keeps_pending(rule, &phase, &o) => Phase::Inactive,
                     Some(o) => {
                         let since = match phase {
                             Phase::Pending { since } => since,
-                            _ => now,
+                            _ => now.mono,
                         };
-                        if elapsed(since, now) >= rule.for_duration {
-                            let alert = firing_alert(rule, options, now, &o, extra(rule));
+                        if elapsed(since, now.mono) >= rule.for_duration {
+                            let alert = firing_alert(rule, options, now.wall, &o, extra(rule));
                             out.push(alert.clone());
                             Phase::Firing {
                                 alert,
-                                last_sent: now,
+                                last_sent: now.mono,
                                 cleared_since: None,
                                 last: o,
                             }
@@ -217,26 +288,36 @@ impl Engine {
                     mut cleared_since,
                     mut last,
                 } => {
-                    if let Some(o) = obs {
-                        last = o;
-                        if o.held {
-                            cleared_since = None;
-                        } else if cleared_since.is_none() {
-                            cleared_since = Some(now);
+                    // Whether the value is clear; None: not known this time.
+                    let clear = match obs {
+                        Some(o) => {
+                            last = o;
+                            Some(!o.held)
                         }
+                        None => gone.then_some(true),
+                    };
+                    match clear {
+                        Some(false) => cleared_since = None,
+                        Some(true) if cleared_since.is_none() => cleared_since = Some(now.mono),
+                        _ => {}
                     }
-                    let resolved = obs.is_some()
-                        && cleared_since.is_some_and(|c| elapsed(c, now) >= options.min_firing);
+                    let resolved = clear.is_some()
+                        && cleared_since
+                            .is_some_and(|c| elapsed(c, now.mono) >= options.min_firing);
                     if resolved {
-                        out.push(resolved_alert(rule, options, alert, now, &last));
+                        out.push(if gone {
+                            gone_alert(alert, now.wall, &last)
+                        } else {
+                            resolved_alert(rule, options, alert, now.wall, &last)
+                        });
                         Phase::Inactive
-                    } else if elapsed(last_sent, now) >= options.repeat_interval {
+                    } else if elapsed(last_sent, now.mono) >= options.repeat_interval {
                         let alert =
                             firing_alert(rule, options, alert.starts_at, &last, extra(rule));
                         out.push(alert.clone());
                         Phase::Firing {
                             alert,
-                            last_sent: now,
+                            last_sent: now.mono,
                             cleared_since,
                             last,
                         }
@@ -264,22 +345,24 @@ impl Engine {
             .collect()
     }
 
-    pub fn state(&self) -> EngineState {
+    /// What to save, its times on the wall clock as it reads `now`.
+    pub fn state(&self, now: Now) -> EngineState {
         EngineState {
             rules: self
                 .rules
                 .iter()
                 .zip(&self.states)
-                .map(|(r, s)| (r.name.clone(), s.clone()))
+                .map(|(r, s)| (r.name.clone(), s.saved(&now)))
                 .collect(),
             unsent: self.unsent.clone(),
         }
     }
 
-    /// Takes over a saved state (call before the first evaluation). A firing alert whose rule
-    /// is gone, or now gives it other labels (severity, target, instance, rule labels), is
-    /// resolved with the next evaluation; the new rule starts afresh.
-    pub fn restore(&mut self, state: EngineState) {
+    /// Takes over a saved state (call before the first evaluation), its times placed relative
+    /// to the clocks' reading `now`. A firing alert whose rule is gone, or now gives it other
+    /// labels (severity, target, instance, rule labels), is resolved with the next evaluation;
+    /// the new rule starts afresh.
+    pub fn restore(&mut self, state: EngineState, now: Now) {
         let EngineState {
             rules: mut saved,
             unsent,
@@ -293,19 +376,37 @@ impl Engine {
             // history of this rule.
             if restored.metric != rule.metric || rule.condition.window().is_none() {
                 restored.series.clear();
-                restored.metric = rule.metric.to_string();
             }
-            restored.phase = match restored.phase {
-                Phase::Pending { .. } => Phase::Inactive,
+            let phase = match restored.phase {
+                Phase::Inactive | Phase::Pending { .. } => Phase::Inactive,
                 Phase::Firing { alert, .. }
                     if alert.all_labels() != all_labels(rule, &self.options) =>
                 {
                     self.unsent.push(orphan(alert));
                     Phase::Inactive
                 }
-                phase => phase,
+                Phase::Firing {
+                    alert,
+                    last_sent,
+                    cleared_since,
+                    last,
+                } => Phase::Firing {
+                    alert,
+                    // Sent at an unknown time (the wall clock went back since): send it again
+                    // with the next evaluation, or Alertmanager may resolve it by timeout.
+                    last_sent: now
+                        .instant_of(last_sent)
+                        .unwrap_or_else(|| now.mono_ago(self.options.repeat_interval)),
+                    // Clear since an unknown time: the wait starts over rather than end early.
+                    cleared_since: cleared_since.map(|c| now.instant_of(c).unwrap_or(now.mono)),
+                    last,
+                },
             };
-            *slot = restored;
+            *slot = RuleState {
+                phase,
+                metric: rule.metric.to_string(),
+                series: restored.series.restored(&now),
+            };
         }
         for (_, gone) in saved {
             if let Phase::Firing { alert, .. } = gone.phase {
@@ -327,9 +428,8 @@ fn keeps_pending(rule: &Rule, phase: &Phase, obs: &Observation) -> bool {
     obs.active || (sticky && obs.held)
 }
 
-fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
-    // A clock stepped backwards counts as no time passed, never as a panic.
-    to.duration_since(from).unwrap_or_default()
+fn elapsed(from: Instant, to: Instant) -> Duration {
+    to.saturating_duration_since(from)
 }
 
 fn observe(rule: &Rule, state: &mut RuleState, snapshot: &Snapshot) -> Option<Observation> {
@@ -357,7 +457,7 @@ fn observe(rule: &Rule, state: &mut RuleState, snapshot: &Snapshot) -> Option<Ob
             window,
             min_r2,
         } => {
-            state.series.push(snapshot.at, value, *window);
+            state.series.push(snapshot.at.mono, value, *window);
             if !state.series.covers(*window) {
                 return None;
             }
@@ -377,7 +477,7 @@ fn observe(rule: &Rule, state: &mut RuleState, snapshot: &Snapshot) -> Option<Ob
             min_r2,
             min_level,
         } => {
-            state.series.push(snapshot.at, value, *window);
+            state.series.push(snapshot.at.mono, value, *window);
             if !state.series.covers(*window) {
                 return None;
             }
@@ -460,6 +560,26 @@ fn resolved_alert(
     }
 }
 
+/// The resolution of an alert whose target has no live process left: there is no value to
+/// judge, only the reason (in `description` for people, in [`RESOLVED_REASON`] for routing and
+/// inhibition rules). An annotation, not a label: labels identify the alert, and a resolution
+/// with one more would resolve another alert and leave this one firing.
+fn gone_alert(sent: Alert, now: SystemTime, last: &Observation) -> Alert {
+    let mut annotations = sent.annotations.clone();
+    annotations.insert(
+        "description".into(),
+        "The target has no live process left: resolved without a value to judge.".into(),
+    );
+    annotations.insert(RESOLVED_REASON.into(), "target_down".into());
+    Alert {
+        status: AlertStatus::Resolved,
+        annotations,
+        ends_at: Some(now),
+        value: last.value,
+        ..sent
+    }
+}
+
 /// A firing alert whose rule went away: resolved, with the reason.
 fn orphan(sent: Alert) -> Alert {
     let mut annotations = sent.annotations.clone();
@@ -515,6 +635,25 @@ fn texts(
     // than claim it is still beyond the threshold.
     let holding = status == AlertStatus::Firing && obs.held;
     let (summary, mut description) = match &rule.condition {
+        // `up` is 1 or 0, which threshold prose ("up is 0, below the 1 threshold") would
+        // only obscure.
+        Condition::Threshold { direction, .. } if m == UP => {
+            let summary = match direction {
+                Direction::Below => format!("target down{on}"),
+                Direction::Above => format!("target up{on}"),
+            };
+            let state = if obs.value < 1.0 {
+                "No process of the target is alive (app_up 0)"
+            } else {
+                "The target has a live process (app_up 1)"
+            };
+            let held = if holding && !rule.for_duration.is_zero() {
+                format!(" for {}", human(rule.for_duration))
+            } else {
+                String::new()
+            };
+            (summary, format!("{state}{held}."))
+        }
         Condition::Threshold {
             direction,
             threshold,
@@ -619,7 +758,7 @@ fn texts(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{path::Path, sync::LazyLock};
 
     use super::*;
     use crate::alerts::{
@@ -631,9 +770,23 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
 
+    /// The monotonic clock at `secs`: virtual seconds from an origin all tests share.
+    fn mono(secs: u64) -> Instant {
+        static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+        *ORIGIN + Duration::from_secs(secs)
+    }
+
+    /// Both clocks at `secs`, the wall clock not stepped.
+    fn at(secs: u64) -> Now {
+        Now {
+            mono: mono(secs),
+            wall: t(secs),
+        }
+    }
+
     fn snap(secs: u64, values: &[(&'static str, f64)]) -> Snapshot {
         Snapshot {
-            at: t(secs),
+            at: at(secs),
             values: values.iter().copied().collect(),
         }
     }
@@ -655,15 +808,52 @@ mod tests {
     fn run(
         engine: &mut Engine,
         metric: &'static str,
-        (from, to, step): (u64, u64, u64),
+        range: (u64, u64, u64),
+        value: impl FnMut(u64) -> Option<f64>,
+    ) -> Vec<(u64, Alert)> {
+        run_clocks(engine, metric, range, &t, value)
+    }
+
+    /// `run`, with `wall` the wall clock at each second of the monotonic one.
+    fn run_clocks(
+        engine: &mut Engine,
+        metric: &'static str,
+        range: (u64, u64, u64),
+        wall: &dyn Fn(u64) -> SystemTime,
         mut value: impl FnMut(u64) -> Option<f64>,
+    ) -> Vec<(u64, Alert)> {
+        feed(engine, range, wall, |s| {
+            value(s).map(|v| (metric, v)).into_iter().collect()
+        })
+    }
+
+    /// `run` over several series: `values(t)` are the snapshot's.
+    fn run_many(
+        engine: &mut Engine,
+        range: (u64, u64, u64),
+        values: impl FnMut(u64) -> Vec<(&'static str, f64)>,
+    ) -> Vec<(u64, Alert)> {
+        feed(engine, range, &t, values)
+    }
+
+    fn feed(
+        engine: &mut Engine,
+        (from, to, step): (u64, u64, u64),
+        wall: &dyn Fn(u64) -> SystemTime,
+        mut values: impl FnMut(u64) -> Vec<(&'static str, f64)>,
     ) -> Vec<(u64, Alert)> {
         let mut out = Vec::new();
         let mut s = from;
         while s <= to {
-            let values: Vec<(&'static str, f64)> =
-                value(s).map(|v| (metric, v)).into_iter().collect();
-            for a in engine.evaluate(&snap(s, &values)) {
+            let values = values(s).into_iter().collect();
+            let snapshot = Snapshot {
+                at: Now {
+                    mono: mono(s),
+                    wall: wall(s),
+                },
+                values,
+            };
+            for a in engine.evaluate(&snapshot) {
                 out.push((s, a));
             }
             s += step;
@@ -882,11 +1072,12 @@ mod tests {
         assert_eq!(resolve[0].annotations["runbook_url"], "https://x");
     }
 
-    /// State → JSON → new engine → restore, as across a daemon restart.
-    fn restart(e: &Engine, rules: Vec<Rule>, opts: EngineOptions) -> Engine {
-        let json = serde_json::to_string(&e.state()).unwrap();
-        let mut fresh = Engine::new(rules, opts);
-        fresh.restore(serde_json::from_str(&json).unwrap());
+    /// State saved at `saved` → JSON → new engine → restored at `restored`, as across a
+    /// daemon restart.
+    fn restart(e: &Engine, (saved, restored): (Now, Now), rules: Vec<Rule>) -> Engine {
+        let json = serde_json::to_string(&e.state(saved)).unwrap();
+        let mut fresh = Engine::new(rules, options());
+        fresh.restore(serde_json::from_str(&json).unwrap(), restored);
         fresh
     }
 
@@ -895,7 +1086,7 @@ mod tests {
         let mut e = Engine::new(rules(BIG), options());
         let before = run(&mut e, "rss_mb", (0, 100, 5), |_| Some(90.0));
         assert_eq!(summary(&before), [(30, "Big", AlertStatus::Firing)]);
-        let mut e = restart(&e, rules(BIG), options());
+        let mut e = restart(&e, (at(100), at(200)), rules(BIG));
         assert_eq!(e.firing(), [("Big".to_string(), Severity::Warning)]);
         // The daemon was down 100..200 s. No new "firing"; the repeat stays on schedule
         // (30 s + 4 min = 270 s); then the value drops at 300 s and it resolves at 360 s.
@@ -922,10 +1113,10 @@ mod tests {
         // B is gone; A is now critical (its identity changed).
         let now =
             "[[rule]]\nname = \"A\"\nmetric = \"rss_mb\"\nabove = 80\nseverity = \"critical\"\n";
-        let e = restart(&e, rules(now), options());
+        let e = restart(&e, (at(0), at(5)), rules(now));
         assert!(e.firing().is_empty());
         // A state saved before the resolutions went out still carries them.
-        let mut e = restart(&e, rules(now), options());
+        let mut e = restart(&e, (at(5), at(10)), rules(now));
         let out = e.evaluate(&snap(10, &[("rss_mb", 90.0)]));
         let got: Vec<(&str, Severity, AlertStatus, Option<SystemTime>)> = out
             .iter()
@@ -944,11 +1135,44 @@ mod tests {
         assert!(e.evaluate(&snap(15, &[("rss_mb", 90.0)])).is_empty());
     }
 
+    /// Saved at 100 s by the engine before it ran on the monotonic clock: `Big` firing since
+    /// 30 s, clear since 90 s; `Grow` (open_fds +60/min over 1 min) firing since 55 s.
+    const STATE_OF_THE_WALL_CLOCK_ENGINE: &str = r#"{"rules":{"Big":{"phase":{"phase":"firing","alert":{"name":"Big","severity":"warning","status":"firing","labels":{"instance":"host1","target":"myapp"},"annotations":{"description":"rss_mb is 90 MB, above the 80 MB threshold for 30s; it resolves at or below 80 MB.","summary":"rss_mb above 80 MB on myapp"},"starts_at":"2023-11-14T22:13:50Z","ends_at":null,"value":90.0},"last_sent":{"secs_since_epoch":1700000030,"nanos_since_epoch":0},"cleared_since":{"secs_since_epoch":1700000090,"nanos_since_epoch":0},"last":{"value":50.0,"latest":50.0,"r2":null,"active":false,"held":false}},"metric":"rss_mb","series":{"samples":[]}},"Grow":{"phase":{"phase":"firing","alert":{"name":"Grow","severity":"warning","status":"firing","labels":{"instance":"host1","target":"myapp"},"annotations":{"description":"open_fds changes by 60 fds/min over the last 1m (fit r² 1.00; now 65 fds), above the 5 fds/min threshold.","summary":"open_fds changing above 5 fds/min on myapp"},"starts_at":"2023-11-14T22:14:15Z","ends_at":null,"value":60.0},"last_sent":{"secs_since_epoch":1700000055,"nanos_since_epoch":0},"cleared_since":null,"last":{"value":60.0,"latest":110.0,"r2":1.0,"active":true,"held":true}},"metric":"open_fds","series":{"samples":[[{"secs_since_epoch":1700000040,"nanos_since_epoch":0},50.0],[{"secs_since_epoch":1700000045,"nanos_since_epoch":0},55.0],[{"secs_since_epoch":1700000050,"nanos_since_epoch":0},60.0],[{"secs_since_epoch":1700000055,"nanos_since_epoch":0},65.0],[{"secs_since_epoch":1700000060,"nanos_since_epoch":0},70.0],[{"secs_since_epoch":1700000065,"nanos_since_epoch":0},75.0],[{"secs_since_epoch":1700000070,"nanos_since_epoch":0},80.0],[{"secs_since_epoch":1700000075,"nanos_since_epoch":0},85.0],[{"secs_since_epoch":1700000080,"nanos_since_epoch":0},90.0],[{"secs_since_epoch":1700000085,"nanos_since_epoch":0},95.0],[{"secs_since_epoch":1700000090,"nanos_since_epoch":0},100.0],[{"secs_since_epoch":1700000095,"nanos_since_epoch":0},105.0],[{"secs_since_epoch":1700000100,"nanos_since_epoch":0},110.0]]}}},"unsent":[]}"#;
+
+    #[test]
+    fn a_state_saved_by_the_wall_clock_engine_loads() {
+        let rules = rules(
+            "[[rule]]\nname = \"Big\"\nmetric = \"rss_mb\"\nabove = 80\nfor = \"30s\"\n\n\
+             [[rule]]\nname = \"Grow\"\nkind = \"trend\"\nmetric = \"open_fds\"\n\
+             slope_per_min_above = 5\nwindow = \"1m\"\n",
+        );
+        let mut e = Engine::new(rules, options());
+        e.restore(
+            serde_json::from_str(STATE_OF_THE_WALL_CLOCK_ENGINE).unwrap(),
+            at(110),
+        );
+        assert_eq!(e.state(at(110)).rules["Grow"].series.len(), 13);
+        let mut out = Vec::new();
+        for s in (110..=300).step_by(5) {
+            let values = [("rss_mb", 50.0), ("open_fds", 10.0 + s as f64)];
+            out.extend(e.evaluate(&snap(s, &values)).into_iter().map(|a| (s, a)));
+        }
+        use AlertStatus::*;
+        // Big: clear for min_firing (1 min) at 150 s. Grow: still firing, its samples kept,
+        // the repeat due at 55 s + 4 min.
+        assert_eq!(
+            summary(&out),
+            [(150, "Big", Resolved), (295, "Grow", Firing)]
+        );
+        assert_eq!(out[0].1.starts_at, t(30));
+        assert_eq!(out[1].1.starts_at, t(55));
+    }
+
     #[test]
     fn a_pending_rule_restarts_its_wait_after_a_restart() {
         let mut e = Engine::new(rules(BIG), options());
         assert!(run(&mut e, "rss_mb", (0, 20, 5), |_| Some(90.0)).is_empty());
-        let mut e = restart(&e, rules(BIG), options());
+        let mut e = restart(&e, (at(20), at(25)), rules(BIG));
         let events = run(&mut e, "rss_mb", (25, 100, 5), |_| Some(90.0));
         assert_eq!(summary(&events), [(55, "Big", AlertStatus::Firing)]);
     }
@@ -960,10 +1184,125 @@ mod tests {
             "[[rule]]\nname = \"Big\"\nmetric = \"threads\"\nabove = 1\n",
         ));
         let mut e = Engine::new(r, options());
-        assert_eq!(e.state().rules.len(), 1);
+        assert_eq!(e.state(at(0)).rules.len(), 1);
         let fired = e.evaluate(&snap(0, &[("threads", 2.0), ("rss_mb", 1.0)]));
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].value, 2.0);
+    }
+
+    const HOUR: i64 = 3600;
+
+    /// The wall clock at `s` monotonic seconds, stepped by `steps` (at, seconds added) between
+    /// evaluations, as an NTP step or `date -s` does.
+    fn stepped_wall(steps: &[(u64, i64)]) -> impl Fn(u64) -> SystemTime + use<> {
+        let steps = steps.to_vec();
+        move |s| {
+            let offset: i64 = steps
+                .iter()
+                .filter(|(at, _)| *at <= s)
+                .map(|(_, d)| d)
+                .sum();
+            let magnitude = Duration::from_secs(offset.unsigned_abs());
+            if offset >= 0 {
+                t(s) + magnitude
+            } else {
+                t(s) - magnitude
+            }
+        }
+    }
+
+    #[test]
+    fn wall_clock_steps_leave_threshold_timing_alone() {
+        // Above from the start, clear from 500 s.
+        let value = |s: u64| Some(if s < 500 { 90.0 } else { 50.0 });
+        let mut e = Engine::new(rules(BIG), options());
+        let baseline = run(&mut e, "rss_mb", (0, 800, 5), value);
+        use AlertStatus::*;
+        assert_eq!(
+            summary(&baseline),
+            [
+                (30, "Big", Firing),
+                (270, "Big", Firing),
+                (510, "Big", Firing),
+                (560, "Big", Resolved)
+            ]
+        );
+        // One hour back, one hour forward, or both, landing in each phase of the alert.
+        let cases: [(&str, &[(u64, i64)]); 7] = [
+            ("back while pending", &[(15, -HOUR)]),
+            ("forward while pending", &[(15, HOUR)]),
+            ("back while firing", &[(100, -HOUR)]),
+            (
+                "back, then forward before the repeat",
+                &[(100, -HOUR), (250, HOUR)],
+            ),
+            (
+                "forward, then back after the repeat",
+                &[(100, HOUR), (300, -HOUR)],
+            ),
+            ("back while clearing", &[(520, -HOUR)]),
+            ("forward while clearing", &[(520, HOUR)]),
+        ];
+        for (case, steps) in cases {
+            let wall = stepped_wall(steps);
+            let mut e = Engine::new(rules(BIG), options());
+            let events = run_clocks(&mut e, "rss_mb", (0, 800, 5), &wall, value);
+            assert_eq!(summary(&events), summary(&baseline), "{case}");
+            // Timestamps are the wall clock's, as it read when the thing happened.
+            for (_, a) in &events {
+                assert_eq!(a.starts_at, wall(30), "{case}");
+            }
+            assert_eq!(events[3].1.ends_at, Some(wall(560)), "{case}");
+        }
+    }
+
+    #[test]
+    fn wall_clock_steps_leave_trend_windows_alone() {
+        // 20 MB/min for 20 min, then flat.
+        let leak = |s: u64| Some(300.0 + s.min(1200) as f64 / 3.0);
+        let mut e = defaults();
+        let baseline = run(&mut e, "rss_mb", (0, 2400, 5), leak);
+        let fired = fired_at(&baseline, "MemoryLeak").expect("leak detected");
+        assert!(
+            baseline
+                .iter()
+                .any(|(_, a)| a.status == AlertStatus::Resolved),
+            "{baseline:?}"
+        );
+        let cases: [(&str, &[(u64, i64)]); 4] = [
+            ("back while the window fills", &[(100, -HOUR)]),
+            ("forward while the window fills", &[(100, HOUR)]),
+            (
+                "back, then forward while firing",
+                &[(fired + 60, -HOUR), (fired + 400, HOUR)],
+            ),
+            ("forward while the growth stops", &[(1210, HOUR)]),
+        ];
+        for (case, steps) in cases {
+            let wall = stepped_wall(steps);
+            let mut e = defaults();
+            let events = run_clocks(&mut e, "rss_mb", (0, 2400, 5), &wall, leak);
+            assert_eq!(summary(&events), summary(&baseline), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_restart_after_the_wall_clock_stepped_back_repeats_at_once() {
+        let mut e = Engine::new(rules(BIG), options());
+        let before = run(&mut e, "rss_mb", (0, 100, 5), |_| Some(90.0));
+        assert_eq!(summary(&before), [(30, "Big", AlertStatus::Firing)]);
+        // Down 100..200 s, during which the wall clock went back an hour: the saved times are
+        // ahead of it, so when the last notification went out is unknown. Alertmanager
+        // resolves an alert that is not sent again within its resolve_timeout: send it now.
+        let wall = stepped_wall(&[(150, -HOUR)]);
+        let restored_at = Now {
+            mono: mono(200),
+            wall: wall(200),
+        };
+        let mut e = restart(&e, (at(100), restored_at), rules(BIG));
+        let after = run_clocks(&mut e, "rss_mb", (200, 300, 5), &wall, |_| Some(90.0));
+        assert_eq!(summary(&after), [(200, "Big", AlertStatus::Firing)]);
+        assert_eq!(after[0].1.starts_at, t(30));
     }
 
     fn defaults() -> Engine {
@@ -979,6 +1318,106 @@ mod tests {
 
     /// Noise seeds per synthetic series: a detector that works for one seed may be luck.
     const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
+
+    /// A live target at `memory_percent` 85 %.
+    fn alive(_: u64) -> Vec<(&'static str, f64)> {
+        vec![("up", 1.0), ("memory_percent", 85.0)]
+    }
+
+    /// A target with no live process: only `up` comes, at 0.
+    fn gone(_: u64) -> Vec<(&'static str, f64)> {
+        vec![("up", 0.0)]
+    }
+
+    #[test]
+    fn a_target_that_goes_down_resolves_its_alerts_and_fires_target_down() {
+        let mut e = defaults();
+        let mut events = run_many(&mut e, (0, 95, 5), alive);
+        // Gone from 100 s: TargetDown waits its `for` (30 s).
+        events.extend(run_many(&mut e, (100, 125, 5), gone));
+        assert!(
+            matches!(
+                e.state(at(125)).rules["TargetDown"].phase,
+                Phase::Pending { since } if since == t(100)
+            ),
+            "{:?}",
+            e.state(at(125)).rules["TargetDown"]
+        );
+        events.extend(run_many(&mut e, (130, 400, 5), gone));
+        use AlertStatus::*;
+        // HighMemory resolves once the target has been gone for min_firing (1 min), the wait
+        // a value back under the threshold gets; it does not fire again.
+        assert_eq!(
+            summary(&events),
+            [
+                (30, "HighMemory", Firing),
+                (130, "TargetDown", Firing),
+                (160, "HighMemory", Resolved),
+                (370, "TargetDown", Firing),
+            ]
+        );
+        let (fired, resolved, down) = (&events[0].1, &events[2].1, &events[1].1);
+        assert_eq!(resolved.labels, fired.labels);
+        assert_eq!(resolved.starts_at, t(30));
+        assert_eq!(resolved.ends_at, Some(t(160)));
+        assert_eq!(resolved.annotations["resolved_reason"], "target_down");
+        assert!(
+            resolved.annotations["description"].contains("no live process"),
+            "{:?}",
+            resolved.annotations
+        );
+        assert_eq!(down.severity, Severity::Critical);
+        assert_eq!(down.starts_at, t(130));
+        assert_eq!(down.labels["target"], "myapp");
+        assert_eq!(down.annotations["summary"], "target down on myapp");
+        assert_eq!(e.firing(), [("TargetDown".to_string(), Severity::Critical)]);
+        // Back: TargetDown resolves after min_firing, HighMemory waits its `for` again.
+        let back = run_many(&mut e, (405, 600, 5), alive);
+        assert_eq!(
+            summary(&back),
+            [(435, "HighMemory", Firing), (465, "TargetDown", Resolved)]
+        );
+        assert!(!back[1].1.annotations.contains_key("resolved_reason"));
+    }
+
+    #[test]
+    fn a_target_back_within_min_firing_keeps_its_alerts_firing() {
+        // A restart: gone for 25 s, less than min_firing, back at the same level.
+        let mut e = defaults();
+        let events = run_many(&mut e, (0, 300, 5), |s| {
+            if (100..125).contains(&s) {
+                gone(s)
+            } else {
+                alive(s)
+            }
+        });
+        assert_eq!(
+            summary(&events),
+            [
+                (30, "HighMemory", AlertStatus::Firing),
+                (270, "HighMemory", AlertStatus::Firing)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_down_ends_pending_waits_and_trend_windows() {
+        let mut e = defaults();
+        // HighMemory pending from 0 s; gone 25..45 s; back from 45 s: the wait starts over, a
+        // new process is not the old one's 25 s above the threshold.
+        let mut events = run_many(&mut e, (0, 20, 5), alive);
+        events.extend(run_many(&mut e, (25, 40, 5), gone));
+        events.extend(run_many(&mut e, (45, 100, 5), alive));
+        assert_eq!(summary(&events), [(75, "HighMemory", AlertStatus::Firing)]);
+        // A trend window holds the old process's samples only while it lives.
+        let mut e = defaults();
+        run_many(&mut e, (0, 300, 5), |s| {
+            vec![("up", 1.0), ("rss_mb", 100.0 + s as f64)]
+        });
+        assert_eq!(e.state(at(300)).rules["MemoryLeak"].series.len(), 61);
+        run_many(&mut e, (305, 305, 5), gone);
+        assert_eq!(e.state(at(305)).rules["MemoryLeak"].series.len(), 0);
+    }
 
     #[test]
     fn a_memory_leak_is_detected_within_window_plus_five_minutes() {
@@ -1118,8 +1557,8 @@ mod tests {
         let mut e = defaults();
         let before = run(&mut e, "rss_mb", (0, 600, 5), leak);
         let fired = fired_at(&before, "MemoryLeak").expect("leak detected");
-        let mut e = restart(&e, default_rules(), options());
-        assert_eq!(e.state().rules["MemoryLeak"].series.len(), 61);
+        let mut e = restart(&e, (at(600), at(620)), default_rules());
+        assert_eq!(e.state(at(620)).rules["MemoryLeak"].series.len(), 61);
         // Back after 20 s: the window is still covered, the fit goes on, nothing new is sent
         // until the repeat is due; a restarted window would have no fit for 4.5 min and could
         // not resolve when the growth stops at 700 s.

@@ -5,13 +5,17 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{engine::Snapshot, spike::Interval};
+use super::{clock::Now, engine::Snapshot, rules::UP, spike::Interval};
 use crate::model::{MIB, Model};
 
-/// The series rules watch (alerts::rules::METRICS), for the newest sample. Empty while the
-/// target is down: rules hold their state rather than see zeros.
-pub fn snapshot(model: &Model, at: SystemTime) -> Snapshot {
+/// The series rules watch (alerts::rules::METRICS), for the newest sample. Only `up` (0) while
+/// the target is down: its other series are gone, not zero, and the engine resolves their
+/// alerts.
+pub fn snapshot(model: &Model, at: Now) -> Snapshot {
     let mut values = BTreeMap::new();
+    if let Some(s) = &model.latest {
+        values.insert(UP, if s.up { 1.0 } else { 0.0 });
+    }
     if let Some(s) = model.latest.as_ref().filter(|s| s.up) {
         let mut put = |k: &'static str, v: Option<f64>| {
             if let Some(v) = v {
@@ -54,4 +58,49 @@ pub fn interval(model: &Model, at: SystemTime) -> Option<Interval> {
         fd_opens_per_sec: k.fd_opens,
         switches_per_sec: r.switches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{
+        limits::{LimitSource, Limits},
+        sample::Sample,
+    };
+
+    fn model() -> Model {
+        let limits = Limits {
+            memory_bytes: 1 << 30,
+            memory_source: LimitSource::Host,
+            cpus: 1.0,
+            cpu_source: LimitSource::Host,
+        };
+        Model::new(limits, 60_000_000_000)
+    }
+
+    #[test]
+    fn a_down_target_has_only_up_in_its_snapshot() {
+        let mut m = model();
+        m.update(Sample {
+            at_ns: 1_000_000_000,
+            up: true,
+            processes: 2,
+            rss_bytes: 100 << 20,
+            ..Sample::default()
+        });
+        let live = snapshot(&m, Now::read());
+        assert_eq!(live.values["up"], 1.0);
+        assert_eq!(live.values["rss_mb"], 100.0);
+        assert_eq!(live.values["processes"], 2.0);
+        // The target's last process exits: rules see it gone, not zeros.
+        m.update(Sample {
+            at_ns: 6_000_000_000,
+            up: false,
+            ..Sample::default()
+        });
+        let down = snapshot(&m, Now::read());
+        assert_eq!(down.values, BTreeMap::from([("up", 0.0)]));
+        // Before the first sample nothing is known, not even whether it is up.
+        assert!(snapshot(&model(), Now::read()).values.is_empty());
+    }
 }

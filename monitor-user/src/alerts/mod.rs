@@ -4,6 +4,7 @@
 //! spike [`spike::Interval`]); the engine (rules, lifecycle) hands [`Alert`] events on to the
 //! notifiers and the event log. Imports only collect and model.
 pub mod alert;
+pub mod clock;
 pub mod engine;
 pub mod from_model;
 pub mod rules;

@@ -6,10 +6,12 @@
 //! `ln(value)`) gives the growth rate of an exponential, hence its doubling time.
 use std::{
     collections::VecDeque,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
+
+use super::clock::Now;
 
 /// Fewer points than this are no trend at all (two points always fit a line perfectly).
 pub const MIN_POINTS: usize = 5;
@@ -133,17 +135,37 @@ pub fn exponential_fit(points: &[(f64, f64)]) -> Option<ExponentialFit> {
     })
 }
 
-/// The samples of one series inside a sliding window, oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Series {
-    samples: VecDeque<(SystemTime, f64)>,
+/// The samples of one series inside a sliding window, oldest first. `T` is the clock that times
+/// them: the monotonic one while running (a window is a duration), the wall clock in saved
+/// state (see [`Series::saved`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series<T = Instant> {
+    samples: VecDeque<(T, f64)>,
+}
+
+impl<T> Default for Series<T> {
+    fn default() -> Self {
+        Self {
+            samples: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Series<T> {
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
 }
 
 impl Series {
     /// Appends a sample and drops those older than `window` before it. Non-finite values are
-    /// ignored; a clock that went backwards empties the series (a fit across the jump would
-    /// mix two time lines).
-    pub fn push(&mut self, at: SystemTime, value: f64, window: Duration) {
+    /// ignored; an instant before the newest sample's (a caller's mistake, the clock being
+    /// monotonic) empties the series rather than fit a line through a time line that folds.
+    pub fn push(&mut self, at: Instant, value: f64, window: Duration) {
         if !value.is_finite() {
             return;
         }
@@ -161,7 +183,7 @@ impl Series {
         self.prune(at, window);
     }
 
-    fn prune(&mut self, now: SystemTime, window: Duration) {
+    fn prune(&mut self, now: Instant, window: Duration) {
         let Some(start) = now.checked_sub(window) else {
             return;
         };
@@ -170,14 +192,10 @@ impl Series {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
     /// Time from the oldest to the newest sample.
     pub fn span(&self) -> Duration {
         match (self.samples.front(), self.samples.back()) {
-            (Some(&(first, _)), Some(&(last, _))) => last.duration_since(first).unwrap_or_default(),
+            (Some(&(first, _)), Some(&(last, _))) => last.saturating_duration_since(first),
             _ => Duration::ZERO,
         }
     }
@@ -194,12 +212,35 @@ impl Series {
         };
         self.samples
             .iter()
-            .map(|&(t, v)| (t.duration_since(first).unwrap_or_default().as_secs_f64(), v))
+            .map(|&(t, v)| (t.saturating_duration_since(first).as_secs_f64(), v))
             .collect()
     }
 
-    pub fn clear(&mut self) {
-        self.samples.clear();
+    /// The samples timed by the wall clock, for saving across a restart.
+    pub fn saved(&self, now: &Now) -> Series<SystemTime> {
+        Series {
+            samples: self
+                .samples
+                .iter()
+                .map(|&(at, v)| (now.wall_of(at), v))
+                .collect(),
+        }
+    }
+}
+
+impl Series<SystemTime> {
+    /// Saved samples back on the monotonic clock; none when one of them cannot be placed (the
+    /// wall clock went back since they were saved): a window with a hole of unknown size
+    /// would fit a wrong slope.
+    pub fn restored(self, now: &Now) -> Series {
+        let samples: Option<VecDeque<(Instant, f64)>> = self
+            .samples
+            .into_iter()
+            .map(|(wall, v)| Some((now.instant_of(wall)?, v)))
+            .collect();
+        Series {
+            samples: samples.unwrap_or_default(),
+        }
     }
 }
 
@@ -301,7 +342,7 @@ pub(crate) mod tests {
 
     #[test]
     fn series_keeps_only_the_window() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t0 = Instant::now();
         let window = Duration::from_secs(60);
         let mut s = Series::default();
         for i in 0..30 {
@@ -315,7 +356,7 @@ pub(crate) mod tests {
         assert_eq!(s.points().last(), Some(&(60.0, 29.0)));
         // Not enough of a longer window.
         assert!(!s.covers(Duration::from_secs(600)));
-        // A non-finite reading is ignored; a clock jump backwards starts over.
+        // A non-finite reading is ignored; an instant before the newest starts over.
         s.push(t0 + Duration::from_secs(150), f64::NAN, window);
         assert_eq!(s.len(), 13);
         s.push(t0, 1.0, window);
@@ -323,5 +364,38 @@ pub(crate) mod tests {
         s.clear();
         assert_eq!(s.len(), 0);
         assert_eq!(s.span(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_saved_series_is_restored_on_the_new_monotonic_clock() {
+        let window = Duration::from_secs(600);
+        let start = Instant::now();
+        let mut s = Series::default();
+        for i in 0..10 {
+            s.push(start + Duration::from_secs(5 * i), i as f64, window);
+        }
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let saved_at = Now {
+            mono: start + Duration::from_secs(45),
+            wall,
+        };
+        let saved = s.saved(&saved_at);
+        // 100 s later, in a process whose monotonic clock started elsewhere.
+        let later = Now {
+            mono: Instant::now() + Duration::from_secs(5000),
+            wall: wall + Duration::from_secs(100),
+        };
+        let restored = saved.clone().restored(&later);
+        assert_eq!(restored.points(), s.points());
+        assert_eq!(
+            later.mono - restored.samples.back().unwrap().0,
+            Duration::from_secs(100)
+        );
+        // Saved times ahead of the wall clock (stepped back since): nothing to fit on.
+        let stepped_back = Now {
+            wall: wall - Duration::from_secs(3600),
+            ..later
+        };
+        assert_eq!(saved.restored(&stepped_back).len(), 0);
     }
 }

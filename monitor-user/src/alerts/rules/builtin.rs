@@ -1,12 +1,13 @@
-//! The built-in rules: the seed's thresholds, leak and runaway detection.
+//! The built-in rules: the seed's thresholds, leak and runaway detection, a target gone.
 use std::time::Duration;
 
 use super::*;
 
-/// The built-in rules (the seed's thresholds, plus leak and runaway detection). The `clear`
-/// margins are ours: a memory percentage hovering at 80 would otherwise resolve and re-fire.
+/// The built-in rules (the seed's thresholds, plus leak and runaway detection, and a target with
+/// no live process). The `clear` margins are ours: a memory percentage hovering at 80 would
+/// otherwise resolve and re-fire.
 pub fn default_rules() -> Vec<Rule> {
-    use Direction::Above;
+    use Direction::{Above, Below};
     vec![
         Rule::builtin(
             "HighMemory",
@@ -79,6 +80,21 @@ pub fn default_rules() -> Vec<Rule> {
             },
             0,
         ),
+        // `app_up == 0`, the one alert a dead target still raises (its others resolve). `for`
+        // 30 s: a supervised restart (the process exits, its supervisor starts the next one,
+        // `--comm` discovery finds it within a second) is no outage, a target still gone after
+        // six 5 s samples is; HighMemory waits as long. Critical: nothing is being watched.
+        Rule::builtin(
+            "TargetDown",
+            UP,
+            Condition::Threshold {
+                direction: Below,
+                threshold: 1.0,
+                clear: 1.0,
+            },
+            30,
+        )
+        .with_severity(Severity::Critical),
     ]
 }
 

@@ -44,8 +44,12 @@ pub use builtin::with_defaults;
 pub use parse::parse_rules;
 pub use prometheus::prometheus_rules_yaml;
 
+/// 1 while the target has a live process, 0 once it has none (`app_up`). While it is 0 the
+/// other series are absent, and the engine resolves the alerts of rules on them.
+pub const UP: &str = "up";
+
 /// The series rules can watch. The daemon feeds each evaluation a snapshot with these keys.
-pub const METRICS: [&str; 13] = [
+pub const METRICS: [&str; 14] = [
     "cpu_percent",
     "cpu_avg_1m",
     "memory_percent",
@@ -59,6 +63,7 @@ pub const METRICS: [&str; 13] = [
     "fd_open_rate",
     "fd_open_error_rate",
     "context_switch_rate",
+    UP,
 ];
 
 /// The unit a metric is written with in alert texts.
@@ -69,6 +74,7 @@ pub fn unit(metric: &str) -> &'static str {
         "open_fds" => " fds",
         "threads" => " threads",
         "processes" => " processes",
+        UP => "",
         _ => "/s",
     }
 }
@@ -472,6 +478,7 @@ severity = "info"
                 "MemoryLeak",
                 "CpuExponentialGrowth",
                 "FdLeak",
+                "TargetDown",
                 "BigRss"
             ]
         );
@@ -528,6 +535,19 @@ severity = "info"
         ));
         assert_eq!(find("FdLeak").metric, "open_fds");
         assert_eq!(find("CpuExponentialGrowth").metric, "cpu_percent");
+        let down = find("TargetDown");
+        assert_eq!(
+            (down.metric, down.for_duration, down.severity),
+            ("up", Duration::from_secs(30), Severity::Critical)
+        );
+        assert_eq!(
+            down.condition,
+            Condition::Threshold {
+                direction: Direction::Below,
+                threshold: 1.0,
+                clear: 1.0
+            }
+        );
         for r in &rules {
             assert!(METRICS.contains(&r.metric));
         }
@@ -550,14 +570,18 @@ severity = "info"
         );
         let y = prometheus_rules_yaml(&rules, "myapp");
         for want in [
-            r#"expr: "app_memory_usage_percent{target=\"myapp\"} > 80 or (app_memory_usage_percent{target=\"myapp\"} > 75 and on (target) ALERTS{alertname=\"HighMemory\", alertstate=\"firing\", target=\"myapp\"})""#,
+            r#"expr: "(app_memory_usage_percent{target=\"myapp\"} > 80 or (app_memory_usage_percent{target=\"myapp\"} > 75 and on (target) ALERTS{alertname=\"HighMemory\", alertstate=\"firing\", target=\"myapp\"})) unless on (target) app_up{target=\"myapp\"} == 0""#,
             "for: 30s",
-            r#"expr: "app_resident_memory_bytes{target=\"myapp\"} / 1048576 > 50""#,
             r#"deriv(app_open_fds{target=\"myapp\"}[10m]) * 60 > 5"#,
             r#"deriv((app_resident_memory_bytes{target=\"myapp\"} / 1048576)[5m:]) * 60 > 10"#,
             r#"deriv((ln(app_cpu_usage_percent{target=\"myapp\"}))[5m:]) * 60 > 0.0693"#,
             r#"and app_cpu_usage_percent{target=\"myapp\"} >= 5"#,
             "severity: \"critical\"",
+            // TargetDown, and every other rule resolving while the target is down, as the
+            // engine's do (the exporter keeps a down target's last gauge values).
+            "- alert: \"TargetDown\"\n        expr: \"app_up{target=\\\"myapp\\\"} < 1\"\n        for: 30s",
+            r#"expr: "app_resident_memory_bytes{target=\"myapp\"} / 1048576 > 50 unless on (target) app_up{target=\"myapp\"} == 0""#,
+            "summary: \"TargetDown: target down on {{ $labels.target }}\"",
         ] {
             assert!(y.contains(want), "missing {want} in\n{y}");
         }
@@ -578,6 +602,70 @@ severity = "info"
             "{y}"
         );
         assert!(y.contains("rate(app_fd_opens_total[1m]) > 80"), "{y}");
+    }
+
+    /// What Prometheus does with the exported rules when the target dies, judged by
+    /// `promtool test rules`: the exporter keeps serving its last memory %, yet HighMemory
+    /// resolves, and TargetDown fires after its `for`.
+    #[test]
+    fn exported_rules_resolve_when_the_target_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.yml"),
+            prometheus_rules_yaml(&default_rules(), "myapp"),
+        )
+        .unwrap();
+        // 85 % throughout; up until 100 s, down from 105 s.
+        let test = r#"
+rule_files: [rules.yml]
+evaluation_interval: 5s
+tests:
+  - interval: 5s
+    input_series:
+      - series: 'app_memory_usage_percent{target="myapp"}'
+        values: '85x60'
+      - series: 'app_up{target="myapp"}'
+        values: '1x20 0x40'
+    alert_rule_test:
+      - eval_time: 90s
+        alertname: HighMemory
+        exp_alerts:
+          - exp_labels: {severity: warning, target: myapp}
+            exp_annotations:
+              summary: "HighMemory: memory_percent above 80% on myapp"
+              description: "memory_percent is 85.00%, above the 80% threshold."
+      - eval_time: 110s
+        alertname: HighMemory
+        exp_alerts: []
+      - eval_time: 130s
+        alertname: TargetDown
+        exp_alerts: []
+      - eval_time: 140s
+        alertname: TargetDown
+        exp_alerts:
+          - exp_labels: {severity: critical, target: myapp}
+            exp_annotations:
+              summary: "TargetDown: target down on myapp"
+              description: "No process of the target is alive (app_up 0)."
+"#;
+        let test_path = dir.path().join("test.yml");
+        std::fs::write(&test_path, test).unwrap();
+        let out = Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&test_path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "promtool could not run ({e}): run `cargo xtask setup --test-deps` to \
+                     install it (Debian package prometheus)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "promtool test rules failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// promtool is the judge of the rule file, as Prometheus itself would load it.

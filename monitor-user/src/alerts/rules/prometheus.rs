@@ -24,6 +24,7 @@ fn promql(metric: &str, selector: &str) -> (String, bool) {
         "open_fds" => bare("app_open_fds"),
         "threads" => bare("app_threads"),
         "processes" => bare("app_processes"),
+        UP => bare("app_up"),
         "syscall_rate" => summed("app_syscalls_total"),
         "fault_rate" => summed("app_page_faults_total"),
         "fd_open_rate" => (rate("app_fd_opens_total"), false),
@@ -69,7 +70,10 @@ pub fn prometheus_duration(d: Duration) -> String {
 /// Equivalence is exact for threshold rules, `clear` included (it keeps firing through the
 /// `ALERTS` series). For fitted rules PromQL has no r²: trend rules keep the slope (`deriv`,
 /// the same least-squares slope) and exponential rules the growth rate of `ln(value)` and the
-/// level floor, without the fit-quality gates; the YAML says so above each such rule.
+/// level floor, without the fit-quality gates; the YAML says so above each such rule. Rules on
+/// any series but `up` hold nothing while the target is down (`app_up == 0`), as the engine
+/// resolves their alerts then: the exporter keeps serving a down target's last gauge values,
+/// on which they would fire forever.
 pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
     let selector = if target.is_empty() {
         String::new()
@@ -111,7 +115,23 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
         };
         let unit = unit(rule.metric);
         let on_target = " on {{ $labels.target }}";
-        let (expr, summary, description, note) = match &rule.condition {
+        let (mut expr, summary, description, note) = match &rule.condition {
+            Condition::Threshold {
+                direction,
+                threshold,
+                clear,
+            } if rule.metric == UP => {
+                let (state, text) = match direction {
+                    Direction::Below => ("down", "No process of the target is alive (app_up 0)."),
+                    Direction::Above => ("up", "The target has a live process (app_up 1)."),
+                };
+                (
+                    with_clear(&series, *direction, *threshold, *clear),
+                    format!("target {state}{on_target}"),
+                    text.to_string(),
+                    None,
+                )
+            }
             Condition::Threshold {
                 direction,
                 threshold,
@@ -193,6 +213,13 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
                 )
             }
         };
+        if rule.metric != UP {
+            if expr.contains(" or ") {
+                // `unless` binds tighter than `or`.
+                expr = format!("({expr})");
+            }
+            let _ = write!(expr, " unless on (target) app_up{selector} == 0");
+        }
         if let Some(note) = note {
             let _ = writeln!(y, "      # {note}");
         }

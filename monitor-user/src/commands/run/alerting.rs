@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tracing::{info, warn};
@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::{
     alerts::{
         Alert,
+        clock::Now,
         engine::{Engine, EngineOptions, EngineState},
         from_model,
         spike::{SpikeDetector, SpikeEvent},
@@ -25,12 +26,13 @@ use crate::{
 };
 
 /// How long a spike's context is attached to CPU alerts that fire after it.
-const SPIKE_CONTEXT_SECS: u64 = 300;
+const SPIKE_CONTEXT: Duration = Duration::from_secs(300);
 
 pub struct Alerting {
     engine: Engine,
     spikes: SpikeDetector,
-    last_spike: Option<(SystemTime, SpikeEvent)>,
+    /// On the monotonic clock, which times the context's lifetime.
+    last_spike: Option<(Instant, SpikeEvent)>,
     events: EventLog,
     notifier: Arc<Notifier>,
     state_path: PathBuf,
@@ -57,7 +59,7 @@ impl Alerting {
             .join(format!("alerts-{}.json", file_safe(target)));
         match load_state(&state_path) {
             Ok(Some(state)) => {
-                engine.restore(state);
+                engine.restore(state, Now::read());
                 info!(path = %state_path.display(), firing = engine.firing().len(), "restored alert state");
             }
             Ok(None) => {}
@@ -75,23 +77,20 @@ impl Alerting {
 
     /// Runs after the model took a CPU/memory sample.
     pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
-        let now = SystemTime::now();
-        if let Some(interval) = from_model::interval(model, now)
+        let now = Now::read();
+        if let Some(interval) = from_model::interval(model, now.wall)
             && let Some(spike) = self.spikes.observe(interval)
         {
             info!(summary = %spike.summary(), "CPU spike");
             exporter.count_spike();
             self.events
                 .push(serde_json::to_value(&spike).unwrap_or_default());
-            self.last_spike = Some((now, spike));
+            self.last_spike = Some((now.mono, spike));
         }
         let spike_context = self
             .last_spike
             .as_ref()
-            .filter(|(at, _)| {
-                now.duration_since(*at)
-                    .is_ok_and(|d| d.as_secs() <= SPIKE_CONTEXT_SECS)
-            })
+            .filter(|(at, _)| now.mono.saturating_duration_since(*at) <= SPIKE_CONTEXT)
             .map(|(_, s)| s.clone());
         let alerts = self
             .engine
@@ -116,7 +115,7 @@ impl Alerting {
             self.events.push(alert_event(alert));
         }
         self.notifier.send(alerts);
-        if let Err(e) = save_state(&self.state_path, &self.engine.state()) {
+        if let Err(e) = save_state(&self.state_path, &self.engine.state(now)) {
             warn!(
                 "saving alert state to {}: {e:#} (alerts keep working; a restart would forget them)",
                 self.state_path.display()
@@ -177,6 +176,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+    use crate::alerts::{AlertStatus, engine::Snapshot, rules::with_defaults};
     use crate::notify::tests::alert;
 
     fn mode(path: &Path) -> String {
@@ -253,5 +253,40 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(load_state(&path).unwrap(), Some(some_state()));
         assert_eq!(mode(&path), "600");
+    }
+
+    #[test]
+    fn a_target_down_resolution_names_its_reason_in_the_event_log() {
+        let mut engine = Engine::new(with_defaults(Vec::new()), EngineOptions::default());
+        let start = Now::read();
+        let mut resolved = Vec::new();
+        for s in (0..=200).step_by(5) {
+            let values = if s < 60 {
+                BTreeMap::from([("up", 1.0), ("memory_percent", 95.0)])
+            } else {
+                BTreeMap::from([("up", 0.0)])
+            };
+            let at = Now {
+                mono: start.mono + Duration::from_secs(s),
+                wall: start.wall + Duration::from_secs(s),
+            };
+            let alerts = engine.evaluate(&Snapshot { at, values });
+            resolved.extend(
+                alerts
+                    .into_iter()
+                    .filter(|a| a.status == AlertStatus::Resolved),
+            );
+        }
+        let names: Vec<&str> = resolved.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["HighMemory", "CriticalMemory"]);
+        for alert in &resolved {
+            let event = alert_event(alert);
+            assert_eq!(event["kind"], "alert");
+            assert_eq!(event["status"], "resolved");
+            assert_eq!(
+                event["annotations"]["resolved_reason"], "target_down",
+                "{event}"
+            );
+        }
     }
 }
