@@ -70,27 +70,30 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
 }
 
 /// A thread's last switch-out: its on-CPU time is final now (update_curr ran before the
-/// tracepoint), so it is counted and the entry goes. The thread is gone from /proc already (a
-/// leader stays as a zombie, which user space skips), so no reading counts it twice. A thread
-/// without an entry (the map was full) is counted whole. The switch itself is not counted, as
-/// the kernel's own switch counts (getrusage, /proc) leave it out.
+/// tracepoint; at sched_process_exit it is stale by the running slice), so it is counted and
+/// the entry goes. The thread is gone from /proc already (a leader stays as a zombie, which user
+/// space skips), so no reading counts it twice. A thread without an entry (the map was full) is
+/// counted whole. The switch itself is not counted, as the kernel's own switch counts
+/// (getrusage, /proc) leave it out. What a thread runs after its process released it (the tail
+/// of do_exit, a few microseconds) is counted too, though getrusage leaves it out.
 #[inline(always)]
 fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
-    // SAFETY: the value is copied out at once; only this thread writes its entry.
-    let entry = unsafe { THREAD_STATS.get(tid) }
-        .copied()
-        .filter(|t| t.tgid == tgid);
-    let ran = match entry {
-        Some(t) => {
-            let _ = THREAD_STATS.remove(tid);
-            oncpu_ns.saturating_sub(t.oncpu_ns)
-        }
-        None => oncpu_ns,
+    // Plain branches on copied fields: the BPF backend has turned Option combinators over a map
+    // value into a read of a register a helper call had clobbered, which the verifier refuses.
+    let (has_entry, accounted, last_of_group) = match THREAD_STATS.get_ptr(tid) {
+        // SAFETY: fields copied out at once; only this thread writes its entry.
+        Some(t) if unsafe { (*t).tgid } == tgid => unsafe {
+            (true, (*t).oncpu_ns, (*t).exit_state == THREAD_LAST_OF_GROUP)
+        },
+        _ => (false, 0, false),
     };
-    if let Some(c) = counters(slot) {
-        c.oncpu_ns += ran;
+    if has_entry {
+        let _ = THREAD_STATS.remove(tid);
     }
-    if entry.is_some_and(|t| t.exit_state == THREAD_LAST_OF_GROUP) {
+    if let Some(c) = counters(slot) {
+        c.oncpu_ns += oncpu_ns.saturating_sub(accounted);
+    }
+    if last_of_group {
         // The process's last thread leaves only now, so the exit path after
         // sched_process_exit (unmapping memory, closing files) is counted.
         leave_targets(tgid);

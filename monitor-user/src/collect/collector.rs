@@ -435,7 +435,11 @@ mod tests {
 
     fn write(root: &Path, pid: u32, state: char, start: u64) {
         fs::create_dir_all(root.join(pid.to_string())).unwrap();
-        fs::write(root.join(format!("{pid}/stat")), stat_line(pid, state, start)).unwrap();
+        fs::write(
+            root.join(format!("{pid}/stat")),
+            stat_line(pid, state, start),
+        )
+        .unwrap();
         fs::write(root.join(format!("{pid}/comm")), "app\n").unwrap();
         fs::write(root.join(format!("{pid}/statm")), "100 10 5 1 0 20 0\n").unwrap();
     }

@@ -190,8 +190,8 @@ enum Mode {
     },
     /// Two child processes whose pids are equal modulo 65536 (chosen with clone3's set_tid: needs
     /// root and pid_max above 65536 plus the first) each make N raw nanosleep calls of M ms,
-    /// timed around each call, at the same time: a thread-indexed table of 65536 slots sees
-    /// both in one slot.
+    /// timed around each call, the second half a call behind the first: a thread-indexed table
+    /// of 65536 slots sees both in one slot, each entering while the other is in its call.
     Collide {
         /// Calls per child.
         #[arg(long, value_name = "N")]
@@ -693,7 +693,10 @@ fn collide(count: u64, millis: u64) -> Result<Outcome> {
         "pipe: {}",
         io::Error::last_os_error()
     );
-    let sleeper = || -> i32 {
+    // The second child starts half a call later, so each enters and leaves while the other is
+    // mid-call in the slot they share (clock_nanosleep, not counted as nanosleep).
+    let sleeper = |offset: Duration| -> i32 {
+        thread::sleep(offset);
         let mut total = 0u64;
         for _ in 0..count {
             let t = Instant::now();
@@ -719,12 +722,14 @@ fn collide(count: u64, millis: u64) -> Result<Outcome> {
     let base = unsafe { libc::getpid() };
     let mut children = None;
     for candidate in (base + 100..pid_max - SPAN).step_by(37).take(200) {
-        let first = match fork_with_pid(candidate, sleeper) {
+        let first = match fork_with_pid(candidate, || sleeper(Duration::ZERO)) {
             Ok(pid) => pid,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
             Err(e) => return Err(e).context("clone3 with set_tid (needs root)"),
         };
-        match fork_with_pid(candidate + SPAN, sleeper) {
+        match fork_with_pid(candidate + SPAN, || {
+            sleeper(Duration::from_millis(millis / 2))
+        }) {
             Ok(second) => {
                 children = Some([first, second]);
                 break;
