@@ -240,20 +240,24 @@ fn fifty_thousand_short_lived_threads_are_all_counted() {
 }
 
 /// More threads alive at once than the per-thread map holds: inserts fail and are counted, and
-/// no on-CPU time is lost (a thread without an entry is counted whole when it dies).
+/// no on-CPU time is lost (a thread without an entry is counted whole when it dies). Each thread
+/// works 10 ms. The 600 threads exit at once, and monitor also counts what each runs after the
+/// kernel's own accounting (getrusage) has let it go: a few microseconds on hardware, but about
+/// 120 µs each under an emulated CPU with 600 exits contending, 1.3 % of this run on 6.1 under
+/// TCG. So the bound above is 3 %, and the bound below, which shows nothing is lost, stays 1 %.
 #[test]
 fn a_full_thread_map_is_counted_and_loses_no_cpu() {
     require_root();
-    let (m, w, code) = stat_workload_env(
+    let (m, _, code) = stat_workload_env(
         &[("MONITOR_MAX_TARGET_THREADS", "256")],
         &[
             "threads",
             "--total",
-            "1200",
+            "600",
             "--alive",
             "600",
             "--spin-us",
-            "2000",
+            "10000",
         ],
     );
     assert_eq!(code, 0);
@@ -262,14 +266,19 @@ fn a_full_thread_map_is_counted_and_loses_no_cpu() {
         "600 threads alive in a map of 256: {}",
         m["kernel_map_full"]
     );
-    assert_matches_wait4("600 threads alive in a map of 256", &m, &w);
+    let ours = m["oncpu_seconds"].as_f64().unwrap();
+    let truth = m["wait4"]["oncpu_seconds"].as_f64().unwrap();
+    assert!(
+        ours >= truth * 0.99 && ours <= truth * 1.03,
+        "on-CPU with a full thread map: monitor {ours} s vs wait4 {truth} s"
+    );
 }
 
 /// Switches are counted for every thread, as getrusage sums them.
 #[test]
 fn context_switches_of_every_thread_match_getrusage() {
     require_root();
-    let (m, w, code) = stat_workload(&["switches", "--threads", "4", "--count", "300"]);
+    let (m, _, code) = stat_workload(&["switches", "--threads", "4", "--count", "300"]);
     assert_eq!(code, 0);
     let ours = u(&m["context_switches"]["voluntary"]) + u(&m["context_switches"]["involuntary"]);
     let truth = u(&m["wait4"]["voluntary_switches"]) + u(&m["wait4"]["involuntary_switches"]);
@@ -279,7 +288,6 @@ fn context_switches_of_every_thread_match_getrusage() {
         m["wait4"]
     );
     assert_within("context switches", ours as f64, truth as f64, 0.01);
-    let _ = w;
 }
 
 /// Raises pid_max for the life of the guard, restoring it after.

@@ -636,6 +636,20 @@ fn switches(threads: usize, count: u64) -> Result<Outcome> {
     })
 }
 
+/// One raw nanosleep call and how long it took, timed around the syscall: (return value, ns).
+fn timed_nanosleep(ts: &libc::timespec) -> (libc::c_long, u64) {
+    let t = Instant::now();
+    // SAFETY: a valid timespec; no remainder wanted.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_nanosleep,
+            ts,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    };
+    (rc, t.elapsed().as_nanos() as u64)
+}
+
 /// struct clone_args of clone3(2), up to set_tid_size (CLONE_ARGS_SIZE_VER1).
 #[repr(C)]
 #[derive(Default)]
@@ -699,16 +713,8 @@ fn collide(count: u64, millis: u64) -> Result<Outcome> {
         thread::sleep(offset);
         let mut total = 0u64;
         for _ in 0..count {
-            let t = Instant::now();
-            // SAFETY: a valid timespec; no remainder wanted.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_nanosleep,
-                    &ts,
-                    std::ptr::null_mut::<libc::timespec>(),
-                )
-            };
-            total += t.elapsed().as_nanos() as u64;
+            let (rc, ns) = timed_nanosleep(&ts);
+            total += ns;
             if rc != 0 {
                 return 1;
             }
@@ -1195,16 +1201,8 @@ fn sleeps(count: u64, millis: u64) -> Result<Outcome> {
         }
         // SAFETY: sched_getcpu has no preconditions.
         let before = unsafe { libc::sched_getcpu() };
-        let t = Instant::now();
-        // SAFETY: a valid timespec; no remainder wanted.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_nanosleep,
-                &ts,
-                std::ptr::null_mut::<libc::timespec>(),
-            )
-        };
-        sleep_ns += t.elapsed().as_nanos() as u64;
+        let (rc, ns) = timed_nanosleep(&ts);
+        sleep_ns += ns;
         ensure!(rc == 0, "nanosleep failed: {}", io::Error::last_os_error());
         // SAFETY: as above.
         if unsafe { libc::sched_getcpu() } != before {
