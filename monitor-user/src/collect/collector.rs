@@ -95,11 +95,14 @@ impl Joined {
         self.0.get(&pid) == Some(&start_time)
     }
 
-    /// Forgets pids that no longer name the process that was joined.
-    fn retain_live(&mut self, procfs: &ProcFs) {
-        self.0.retain(
-            |&pid, start| matches!(procfs.process(pid), Ok(s) if s.start_time_ticks == *start),
-        );
+    /// Forgets pids that no longer name the process that was joined. Members are kept without
+    /// a look at /proc (the kernel drops a process when it exits), so only the few that left
+    /// the set cost a read.
+    fn retain_live(&mut self, members: &BTreeSet<u32>, procfs: &ProcFs) {
+        self.0.retain(|&pid, start| {
+            members.contains(&pid)
+                || matches!(procfs.process(pid), Ok(s) if s.start_time_ticks == *start)
+        });
     }
 }
 
@@ -219,7 +222,7 @@ impl Collector {
                     .remove_process(m);
             }
         }
-        self.joined.retain_live(&self.procfs);
+        self.joined.retain_live(&members, &self.procfs);
         for root in roots {
             if members.contains(&root) {
                 continue;
@@ -463,11 +466,12 @@ mod tests {
         let procfs = ProcFs::with_units(dir.path(), 4096, 100);
         let mut joined = Joined::default();
         joined.record(7, 500);
-        joined.retain_live(&procfs);
+        let none = BTreeSet::new();
+        joined.retain_live(&none, &procfs);
         assert!(joined.contains(7, 500));
         // The pid now names a new process: the old one is forgotten, the new one is not joined.
         write(dir.path(), 7, 'S', 900);
-        joined.retain_live(&procfs);
+        joined.retain_live(&none, &procfs);
         assert!(!joined.contains(7, 500) && !joined.contains(7, 900));
     }
 }
