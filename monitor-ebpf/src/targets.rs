@@ -132,13 +132,16 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
         THREAD_COUNT_AT_FREE
     };
     let oncpu = task_oncpu_ns(task)?;
-    if (group_dead || !with_sched) && account(slot, tid, tgid, oncpu, None) {
+    let marks_its_end = group_dead || !with_sched;
+    if marks_its_end && account(slot, tid, tgid, oncpu, None) {
         if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
             // SAFETY: live map value written only by this thread.
             unsafe { (*t).exit_state = mark };
         }
-    } else if !with_sched {
-        // No room for an entry: count what is known now (account added nothing).
+    } else if marks_its_end {
+        // No room for an entry, so no later point will count it (without sched nothing does,
+        // and the last thread's process leaves the target set below, before its final
+        // switch-out): count what is known now (account added nothing).
         if let Some(c) = counters(slot) {
             c.oncpu_ns += oncpu;
         }
