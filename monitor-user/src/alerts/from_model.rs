@@ -63,18 +63,10 @@ pub fn interval(model: &Model, at: SystemTime) -> Option<Interval> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{
-        limits::{LimitSource, Limits},
-        sample::Sample,
-    };
+    use crate::collect::{limits::Limits, sample::Sample};
 
     fn model() -> Model {
-        let limits = Limits {
-            memory_bytes: 1 << 30,
-            memory_source: LimitSource::Host,
-            cpus: 1.0,
-            cpu_source: LimitSource::Host,
-        };
+        let limits = Limits::host(1 << 30, 1.0);
         Model::new(limits, 60_000_000_000)
     }
 

@@ -252,18 +252,43 @@ impl ProcFs {
         parse_kb(&path, "MemTotal", value)
     }
 
-    /// The cgroup v2 path of PID (the "0::" line of /proc/PID/cgroup), None
-    /// on a v1-only host.
-    pub fn cgroup_v2_path(&self, pid: u32) -> Result<Option<String>, ProcError> {
-        let (_, text) = self.read_pid_file(pid, "cgroup")?;
-        Ok(text.lines().find_map(|line| {
-            // splitn keeps any ':' inside the path itself.
-            let mut parts = line.splitn(3, ':');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("0"), Some(""), Some(path)) => Some(path.to_owned()),
-                _ => None,
-            }
-        }))
+    /// /proc/PID/cgroup as text, with the path of that file (parsed by `collect::cgroup`).
+    pub fn cgroup_file(&self, pid: u32) -> Result<(PathBuf, String), ProcError> {
+        self.read_pid_file(pid, "cgroup")
+    }
+
+    /// /proc/PID/mountinfo as text, with its path: the mount table of PID's mount namespace.
+    pub fn mountinfo(&self, pid: u32) -> Result<(PathBuf, String), ProcError> {
+        self.read_pid_file(pid, "mountinfo")
+    }
+
+    /// /proc/self/mountinfo as text, with its path: the mounts this process sees.
+    pub fn own_mountinfo(&self) -> Result<(PathBuf, String), ProcError> {
+        let path = self.root.join("self/mountinfo");
+        let text = read_lossy(&path).map_err(|source| ProcError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((path, text))
+    }
+
+    /// /proc/PID/root: PID's root directory, through which its mount namespace's paths are
+    /// reached.
+    pub fn root_of(&self, pid: u32) -> PathBuf {
+        self.pid_dir(pid).join("root")
+    }
+
+    /// The CPUs PID's main thread may run on (`Cpus_allowed_list` of /proc/PID/status, the
+    /// affinity mask within its cpuset), as the kernel's list text with the file's path.
+    pub fn cpus_allowed_list(&self, pid: u32) -> Result<(PathBuf, String), ProcError> {
+        let (path, text) = self.read_pid_file(pid, "status")?;
+        let list = status_value(&text, "Cpus_allowed_list")
+            .ok_or_else(|| ProcError::Missing {
+                path: path.clone(),
+                field: "Cpus_allowed_list",
+            })?
+            .to_owned();
+        Ok((path, list))
     }
 
     /// Descendants of `root` (children, grandchildren, ...) by walking ppid
@@ -510,13 +535,8 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::fixture::write;
     use tempfile::TempDir;
-
-    fn write(root: &Path, rel: &str, contents: &str) {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, contents).unwrap();
-    }
 
     /// A stat line in the kernel's format with the given identity and ppid.
     fn stat_line(pid: u32, comm: &str, ppid: u32) -> String {
@@ -613,7 +633,9 @@ mod tests {
             procfs.status(77).unwrap_err(),
             procfs.open_fds(77).unwrap_err(),
             procfs.threads(77).unwrap_err(),
-            procfs.cgroup_v2_path(77).unwrap_err(),
+            procfs.cgroup_file(77).unwrap_err(),
+            procfs.mountinfo(77).unwrap_err(),
+            procfs.cpus_allowed_list(77).unwrap_err(),
         ] {
             assert!(matches!(err, ProcError::Vanished { pid: 77 }), "{err:?}");
             assert_eq!(err.to_string(), "process 77 vanished");
@@ -736,19 +758,20 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_paths() {
+    fn cpus_allowed_list_is_the_affinity_line() {
         let (dir, procfs) = fixture();
         write(
             dir.path(),
-            "1/cgroup",
-            "4:memory:/legacy\n0::/system.slice/app:odd.service\n",
+            "1/status",
+            "Name:\tw\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\nMems_allowed_list:\t0\n",
         );
-        write(dir.path(), "2/cgroup", "4:memory:/legacy\n1:cpu:/\n");
-        assert_eq!(
-            procfs.cgroup_v2_path(1).unwrap().as_deref(),
-            Some("/system.slice/app:odd.service")
+        assert_eq!(procfs.cpus_allowed_list(1).unwrap().1, "0-1");
+        write(dir.path(), "2/status", "Name:\tw\n");
+        let msg = procfs.cpus_allowed_list(2).unwrap_err().to_string();
+        assert!(
+            msg.contains("2/status") && msg.contains("Cpus_allowed_list"),
+            "{msg}"
         );
-        assert_eq!(procfs.cgroup_v2_path(2).unwrap(), None);
     }
 
     #[test]

@@ -143,15 +143,9 @@ pub fn seconds(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::limits::LimitSource;
 
     fn limits(cpus: f64) -> Limits {
-        Limits {
-            memory_bytes: 1 << 30,
-            memory_source: LimitSource::Host,
-            cpus,
-            cpu_source: LimitSource::Host,
-        }
+        Limits::host(1 << 30, cpus)
     }
 
     fn sample(at_s: u64, oncpu_ms: u64, rss_mb: u64) -> Sample {

@@ -10,6 +10,7 @@ use prometheus::{
 
 use crate::{
     collect::ebpf::probes::ProgramStatus,
+    collect::limits::LimitSource,
     collect::sample::Sample,
     collect::syscall_names::{errno_name, syscall_name},
     model::{MIB, Model, seconds},
@@ -187,13 +188,13 @@ impl Exporter {
             cpu_limit: reg!(
                 GaugeVec,
                 "app_cpu_limit_cores",
-                "CPUs available to the target; source is cgroup (quota) or host (online CPUs)",
+                "CPUs available to the target; source is the limit that binds: cgroup_v2 or cgroup_v1 (a CFS quota), cpuset (cpusets and affinity masks) or host (online CPUs)",
                 &["target", "source"]
             ),
             memory_limit: reg!(
                 IntGaugeVec,
                 "app_memory_limit_bytes",
-                "Effective memory limit; source is cgroup (memory.max) or host (MemTotal)",
+                "Effective memory limit; source is the limit that binds: cgroup_v2 (memory.max), cgroup_v1 (memory.limit_in_bytes) or host (MemTotal)",
                 &["target", "source"]
             ),
             oncpu_seconds: reg!(
@@ -329,11 +330,21 @@ impl Exporter {
         let t = self.target.as_str();
         let l = &model.limits;
         self.cpu_limit
-            .with_label_values(&[t, &l.cpu_source.to_string()])
+            .with_label_values(&[t, l.cpu_source.as_str()])
             .set(l.cpus);
         self.memory_limit
-            .with_label_values(&[t, &l.memory_source.to_string()])
+            .with_label_values(&[t, l.memory_source.as_str()])
             .set(l.memory_bytes as i64);
+        // One series per target: when the limit that binds changes, the old source's goes
+        // (after the new one is set, so a scrape in between sees one of the two, never none).
+        for source in LimitSource::ALL {
+            if source != l.cpu_source {
+                let _ = self.cpu_limit.remove_label_values(&[t, source.as_str()]);
+            }
+            if source != l.memory_source {
+                let _ = self.memory_limit.remove_label_values(&[t, source.as_str()]);
+            }
+        }
         let Some(s) = &model.latest else { return };
         self.up.with_label_values(&[t]).set(s.up as i64);
         self.processes

@@ -1,10 +1,10 @@
 //! `monitor run`: the sampling loop (a plain thread, the synchronous core) and the tokio shell
 //! around it (HTTP, kernel log records, signals).
 pub mod alerting;
+mod limits_watch;
 pub mod privileges;
 
 use std::{
-    path::Path,
     process::ExitCode,
     sync::{Arc, mpsc},
     time::{Duration, Instant},
@@ -14,10 +14,10 @@ use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use self::alerting::Alerting;
+use self::limits_watch::LimitsWatch;
 use crate::{
     collect::collector::{Collector, Due, Selector},
     collect::ebpf::{probes::Probes, selection::Selection},
-    collect::limits::{LimitSource, Limits, effective_limits},
     collect::procfs::ProcFs,
     commands::cli::RunArgs,
     config::Config,
@@ -210,7 +210,11 @@ fn sample_loop(
     stop: &mpsc::Receiver<()>,
 ) {
     let c = &config.cadence;
-    let mut model = Model::new(limits_of(&collector), config.window.peak.as_nanos() as u64);
+    let mut limits = LimitsWatch::new();
+    let mut model = Model::new(
+        limits.read(&collector),
+        config.window.peak.as_nanos() as u64,
+    );
     exporter.update(&model);
     let start = Instant::now();
     let mut next = [start; 4]; // discovery, cpu_memory, vms, fds_threads
@@ -233,14 +237,20 @@ fn sample_loop(
                 }
             }
         }
+        let mut leader_changed = false;
         if due_now[0] {
             let before = collector.members().first().copied();
             if let Err(e) = collector.refresh_members() {
                 warn!("refreshing the target's processes: {e:#}");
             }
-            if collector.members().first().copied() != before && !collector.members().is_empty() {
-                model.limits = limits_of(&collector);
-            }
+            leader_changed = collector.members().first().copied() != before;
+        }
+        // Limits change under a running target (a container resized in place, a target that
+        // restarts in another cgroup): re-read with the fds and threads, and at once when the
+        // target (re)starts. Children that fork and go wait for the cadence: a fork-heavy
+        // target would otherwise have every member's cgroup read each second.
+        if due_now[3] || leader_changed {
+            model.limits = limits.read(&collector);
         }
         if due_now[1] || due_now[2] || due_now[3] {
             let due = Due {
@@ -299,34 +309,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
-}
-
-fn limits_of(collector: &Collector) -> Limits {
-    let host = || Limits {
-        memory_bytes: collector.procfs().mem_total_bytes().unwrap_or(0),
-        memory_source: LimitSource::Host,
-        cpus: crate::collect::limits::online_cpus(Path::new("/sys")).unwrap_or(1) as f64,
-        cpu_source: LimitSource::Host,
-    };
-    let Some(&pid) = collector.members().first() else {
-        return host();
-    };
-    match effective_limits(collector.procfs(), Path::new("/sys"), pid) {
-        Ok(l) => {
-            info!(
-                memory_bytes = l.memory_bytes,
-                memory_source = %l.memory_source,
-                cpus = l.cpus,
-                cpu_source = %l.cpu_source,
-                "limits used for memory % and CPU %"
-            );
-            l
-        }
-        Err(e) => {
-            warn!("reading the target's cgroup limits: {e:#}; using the host's");
-            host()
-        }
-    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
