@@ -99,6 +99,13 @@ enum Mode {
         #[arg(long, default_value_t = 1, value_name = "R")]
         rounds: usize,
     },
+    /// Map M MiB of anonymous memory, write to every page and keep it until exit: resident
+    /// memory a test can place against a cgroup limit. In `serve`, each call adds to the last.
+    Hold {
+        /// MiB mapped, touched and kept.
+        #[arg(long, value_name = "M")]
+        mib: usize,
+    },
     /// Fork C children that each spin M ms, then make 1000 getppid calls.
     Fork {
         /// Number of children, all running at once.
@@ -221,6 +228,7 @@ impl Mode {
             Self::Syscalls { .. } => "syscalls",
             Self::Files { .. } => "files",
             Self::Faults { .. } => "faults",
+            Self::Hold { .. } => "hold",
             Self::Fork { .. } => "fork",
             Self::Pingpong { .. } => "pingpong",
             Self::Burst { .. } => "burst",
@@ -240,6 +248,7 @@ impl Mode {
             Self::Syscalls { count, nr } => Ok(syscalls(count, nr)),
             Self::Files { opens, fails } => files(opens, fails),
             Self::Faults { pages, rounds } => faults(pages, rounds),
+            Self::Hold { mib } => hold(mib),
             Self::Fork {
                 children,
                 millis,
@@ -332,6 +341,10 @@ enum Work {
         pages_per_round: usize,
         rounds: usize,
         page_size: usize,
+    },
+    Hold {
+        mib: usize,
+        rss_bytes: u64,
     },
     Fork {
         children: Vec<u32>,
@@ -922,6 +935,36 @@ fn faults(pages: usize, rounds: usize) -> Result<Outcome> {
         },
         ns_per_op: per_op(touching, total as u64),
     })
+}
+
+fn hold(mib: usize) -> Result<Outcome> {
+    let page_size = page_size()?;
+    let len = mib.checked_mul(1 << 20).context("--mib too large")?;
+    let mut region = AnonPages::map(len)?;
+    let start = Instant::now();
+    region.touch(page_size);
+    let took = start.elapsed();
+    // Kept until the process exits: that is the point.
+    std::mem::forget(region);
+    Ok(Outcome {
+        work: Work::Hold {
+            mib,
+            rss_bytes: resident_bytes()?,
+        },
+        ns_per_op: per_op(took, (len / page_size) as u64),
+    })
+}
+
+/// VmRSS of this process, after the work.
+fn resident_bytes() -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
 }
 
 fn fork_children(children: usize, millis: u64, pages: usize, threads: usize) -> Result<Outcome> {

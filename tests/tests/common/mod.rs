@@ -218,6 +218,18 @@ impl Workload {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload report {line:?}: {e}"))
     }
 
+    /// For a `serve` workload that was released: runs one command line (`hold --mib 10`) and
+    /// returns its report.
+    pub fn command(&mut self, line: &str) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut out = String::new();
+        self.stdout.as_mut().unwrap().read_line(&mut out).unwrap();
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("workload `{line}` printed {out:?}: {e}"))
+    }
+
     /// Ends the linger (stdin EOF) and reaps.
     pub fn finish(mut self) {
         self.stdin.take();
@@ -305,7 +317,13 @@ impl Daemon {
             _config: config,
             _state: state,
         };
-        d.wait_for(|m| m.contains("app_up{"), "app_up served");
+        // Loading the kernel programs parses the kernel's BTF: seconds under an emulated CPU,
+        // more on a loaded host.
+        d.wait_for_within(
+            Duration::from_secs(30),
+            |m| m.contains("app_up{"),
+            "app_up served",
+        );
         d
     }
 
@@ -323,7 +341,17 @@ impl Daemon {
 
     /// Polls /metrics until `pred` holds (10 s at most).
     pub fn wait_for(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_within(Duration::from_secs(10), pred, what)
+    }
+
+    /// Polls /metrics until `pred` holds, `limit` at most.
+    pub fn wait_for_within(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let text = self.metrics_text();
             if pred(&text) {
