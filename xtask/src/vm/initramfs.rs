@@ -38,6 +38,9 @@ pub const RESULTS_TAG: &str = "results";
 
 /// Lines the init prints that the host watches for.
 pub const SUITE_STARTING: &str = "vm-test: suite starting";
+/// A file in the results share the init rewrites every few seconds: the host stops a guest
+/// whose heartbeat has stopped (a kernel stuck with interrupts off prints nothing).
+pub const HEARTBEAT_FILE: &str = "heartbeat";
 
 /// The initramfs for this kernel, built if not cached. Returns its path and the modules it
 /// loads, in load order.
@@ -361,6 +364,8 @@ echo "vm-test: kernel $(uname -r), $(nproc) CPUs"
 {loads}
 mount -t virtiofs -o ro {ROOT_TAG} /host || fail "mounting the host root (virtio-fs tag {ROOT_TAG})"
 mount -t virtiofs {RESULTS_TAG} /results || fail "mounting the results share (virtio-fs tag {RESULTS_TAG})"
+while :; do date +%s >/results/{HEARTBEAT_FILE}; sleep 5; done &
+heartbeat=$!
 R=/host
 # The workspace holds the binaries and tests; if it lies under a directory covered by a tmpfs
 # below (a clone in /tmp), it is bound aside now and back over the tmpfs afterwards.
@@ -403,6 +408,7 @@ echo "{SUITE_STARTING}"
 }} 2>&1 | tee /results/suite.log
 sync
 echo "vm-test: suite exited with $(cat /results/exit-code 2>/dev/null || echo nothing)"
+kill $heartbeat
 umount /host/run/vm-results /results
 sync
 poweroff -f

@@ -17,12 +17,18 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::initramfs::{RESULTS_TAG, ROOT_TAG, SUITE_STARTING};
+use super::{
+    initramfs::{HEARTBEAT_FILE, RESULTS_TAG, ROOT_TAG, SUITE_STARTING},
+    stale_code::{self, StaleCode},
+};
 
 const VIRTIOFSD_VERSION: &str = "1.14.0";
 const MEMORY_MIB: u32 = 2048;
 /// Serial lines kept for a failure report.
 pub const TAIL_LINES: usize = 30;
+/// A guest whose heartbeat (written every few seconds, see initramfs.rs) is older than this has
+/// stopped: even a loaded emulated guest runs a shell loop that often.
+const HEARTBEAT_LIMIT: Duration = Duration::from_secs(120);
 
 pub struct BootSpec<'a> {
     /// Prefix of every streamed line, e.g. `6.1`.
@@ -37,8 +43,34 @@ pub struct BootSpec<'a> {
     pub virtiofsd: &'a Path,
 }
 
+/// Why a boot was stopped before its suite ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The console showed QEMU running stale code (see stale_code.rs).
+    StaleCode(StaleCode),
+    /// The guest's heartbeat stopped, with nothing on the console that says why.
+    Silent(Duration),
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::StaleCode(what) => write!(f, "stale code under TCG: {what}"),
+            Self::Silent(d) => write!(
+                f,
+                "the guest stopped: no heartbeat for {} s and no kernel message",
+                d.as_secs()
+            ),
+        }
+    }
+}
+
 pub struct Boot {
     pub timed_out: bool,
+    /// Set when the guest was stopped early because it could not finish.
+    pub stopped: Option<Stopped>,
+    /// What the console showed of stale code, whether or not the guest was stopped for it.
+    pub stale: Option<StaleCode>,
     /// qemu's own exit status (None when it was killed at the timeout).
     pub status: Option<ExitStatus>,
     /// From qemu's start to the init announcing the suite.
@@ -215,6 +247,7 @@ struct Console {
     log: std::fs::File,
     tail: VecDeque<String>,
     suite_started: Option<Instant>,
+    stale: stale_code::Watch,
 }
 
 fn run_qemu(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> anyhow::Result<Boot> {
@@ -224,6 +257,7 @@ fn run_qemu(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> anyho
             .with_context(|| format!("creating {}", serial_log.display()))?,
         tail: VecDeque::new(),
         suite_started: None,
+        stale: stale_code::Watch::default(),
     }));
     let mut cmd = qemu_command(spec, root_socket, results_socket);
     let started = Instant::now();
@@ -244,6 +278,8 @@ fn run_qemu(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> anyho
             Arc::clone(&console),
         ),
     ];
+    let heartbeat = spec.results.join(HEARTBEAT_FILE);
+    let mut stopped = None;
     let (status, timed_out) = loop {
         if let Some(status) = qemu.try_wait().context("polling qemu")? {
             break (Some(status), false);
@@ -253,6 +289,21 @@ fn run_qemu(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> anyho
             let _ = qemu.wait();
             break (None, true);
         }
+        // A guest that cannot finish is stopped now rather than at the timeout. The lockup
+        // watchdog reports every ~25 s, so a few seconds' grace lets the log hold both CPUs.
+        let stale = console.lock().expect("a reader panicked").stale.seen;
+        let silent = heartbeat_age(&heartbeat).filter(|age| *age > HEARTBEAT_LIMIT);
+        if let Some(why) = stale
+            .map(Stopped::StaleCode)
+            .or(silent.map(Stopped::Silent))
+        {
+            std::thread::sleep(Duration::from_secs(3));
+            eprintln!("xtask: [{}] stopping the guest: {why}", spec.label);
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            stopped = Some(why);
+            break (None, false);
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     for reader in readers {
@@ -261,11 +312,19 @@ fn run_qemu(spec: &BootSpec, root_socket: &Path, results_socket: &Path) -> anyho
     let console = console.lock().expect("a reader panicked");
     Ok(Boot {
         timed_out,
+        stopped,
+        stale: console.stale.seen,
         status,
         boot_time: console.suite_started.map(|t| t - started),
         tail: console.tail.iter().cloned().collect(),
         serial_log,
     })
+}
+
+/// How long ago the guest last wrote its heartbeat (None before its first).
+fn heartbeat_age(path: &Path) -> Option<Duration> {
+    let written = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(written.elapsed().unwrap_or_default())
 }
 
 /// Copies one of qemu's pipes line by line to the terminal (as `[label] source line`) and to
@@ -291,6 +350,7 @@ fn stream(
             if line.trim() == SUITE_STARTING && c.suite_started.is_none() {
                 c.suite_started = Some(now);
             }
+            c.stale.feed(&line);
             let _ = writeln!(c.log, "{source}{line}");
             if c.tail.len() == TAIL_LINES {
                 c.tail.pop_front();

@@ -1,6 +1,7 @@
 //! What runs inside each guest: `monitor check` with every program attached, the privileged
 //! accuracy tests that need only the kernel (monitor stat against the workload's own truth,
-//! forking and threaded workloads, `monitor run` serving /metrics, a `--comm` restart), and a few
+//! forking and threaded workloads, `monitor run` serving /metrics, a `--comm` restart, limits
+//! from the guest's cgroup v2 tree), and a few
 //! `monitor stat --json` runs whose figures come back to the host for the summary.
 //!
 //! Timing benchmarks stay on the host: under TCG every cost is emulated. Accuracy does not
@@ -18,6 +19,8 @@ pub struct TestBinaries {
     pub stat: PathBuf,
     /// tests/tests/daemon.rs: `monitor run`.
     pub daemon: PathBuf,
+    /// tests/tests/limits.rs: limits from the guest's cgroup v2 tree (the host has v1).
+    pub limits: PathBuf,
 }
 
 /// The daemon tests that need only the kernel and the workload (the rest start Prometheus or
@@ -85,6 +88,7 @@ pub fn build_test_binaries(tools: &Tools) -> anyhow::Result<TestBinaries> {
     Ok(TestBinaries {
         stat: executable("stat")?,
         daemon: executable("daemon")?,
+        limits: executable("limits")?,
     })
 }
 
@@ -119,6 +123,10 @@ step "monitor check" "$MONITOR_BIN" check
         "step \"daemon tests\" {} --test-threads=1 --exact {}\n",
         quote(&tests.daemon),
         DAEMON_TESTS.join(" ")
+    ));
+    s.push_str(&format!(
+        "step \"limits tests\" {} --test-threads=1\n",
+        quote(&tests.limits)
     ));
     for (name, args) in PROBES {
         s.push_str(&format!(
