@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Install what building needs (rust-src for nightly, bpf-linker against the nightly's LLVM).
     Setup {
-        /// Also install what the tests and benchmarks need (Debian packages).
+        /// Also install what the tests and benchmarks need (Debian packages, the Python venv).
         #[arg(long)]
         test_deps: bool,
     },
@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             setup::toolchain()?;
             if test_deps {
                 setup::test_dependencies()?;
+                setup::python_env()?;
             }
             Ok(())
         }
@@ -212,12 +213,15 @@ fn test(tools: &setup::Tools) -> anyhow::Result<()> {
     }
     let monitor = release_bin("monitor");
     let workload = release_bin("workload");
+    // The venv's python3 that starts the FastAPI servers of tests/servers.
+    let python = setup::python_env()?;
     status(
         cargo(tools)
             // Default members: everything but the kernel crate, which only builds for bpfel.
             .args(["test", "--release", "--", "--test-threads=1"])
             .env("MONITOR_BIN", &monitor)
-            .env("WORKLOAD_BIN", &workload),
+            .env("WORKLOAD_BIN", &workload)
+            .env("MONITOR_TEST_PYTHON", &python),
     )?;
     // The variants for kernels older than this host's, on this host too: they are what a kernel
     // whose BTF lacks the tracepoint prototypes gets, and the matrix should not be their only run.

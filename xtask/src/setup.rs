@@ -195,8 +195,9 @@ fn link_llvm(lib: &Path, so: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn test_dependencies() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+/// Installs those of `packages` that dpkg does not list as installed.
+fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -217,6 +218,11 @@ pub fn test_dependencies() -> anyhow::Result<()> {
         )
         .context("installing test dependencies (needs root and the Debian mirror)")?;
     }
+    Ok(())
+}
+
+pub fn test_dependencies() -> anyhow::Result<()> {
+    debian_packages(TEST_PACKAGES)?;
     // The Debian packages start their services; the tests start their own on other ports, so
     // stop these to keep ports and CPU free (ignore failures: there may be no init system).
     for service in [
@@ -237,4 +243,67 @@ pub fn test_dependencies() -> anyhow::Result<()> {
             .status();
     }
     Ok(())
+}
+
+/// The venv the Python test servers (tests/servers) run in: Debian's python3 with
+/// tests/servers/requirements.txt installed, under the tool cache in a directory named after a
+/// hash of that file, so a change of pins builds a new one. A marker written last tells a finished
+/// venv from one an interrupted run left half-made, which is made again. Returns its python3.
+pub fn python_env() -> anyhow::Result<PathBuf> {
+    let requirements = crate::workspace_root().join("tests/servers/requirements.txt");
+    let pins = std::fs::read(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let root = cache_dir().join(format!("python-{:016x}", fnv1a64(&pins)));
+    let python = root.join("bin/python3");
+    let marker = root.join(".complete");
+    if marker.exists() && python.exists() {
+        return Ok(python);
+    }
+    // Debian's python3 has the venv module but not ensurepip, which `python3 -m venv` needs:
+    // that is the python3-venv package.
+    if !Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        debian_packages(&["python3", "python3-venv"])?;
+    }
+    eprintln!(
+        "xtask: making the Python test venv {} (pip, under a minute)",
+        root.display()
+    );
+    if root.exists() {
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("removing the half-made {}", root.display()))?;
+    }
+    status(Command::new("python3").args(["-m", "venv"]).arg(&root))?;
+    status(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
+            .arg(&requirements),
+    )
+    .context("installing tests/servers/requirements.txt (needs PyPI)")?;
+    output(Command::new(&python).args([
+        "-c",
+        "import fastapi, uvicorn, uvloop, httptools, h11, gunicorn",
+    ]))
+    .context("the Python test venv lacks a server package")?;
+    std::fs::write(&marker, &pins).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(python)
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across Rust releases (std's DefaultHasher may not).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
