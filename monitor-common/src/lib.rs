@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod fd;
+pub mod requests;
 
 /// Target slots: each watched target (a root process and its descendants, or every process with
 /// one name) owns one slot; per-target counters are arrays indexed by slot.
@@ -59,6 +60,10 @@ pub mod maps {
     pub const THREAD_STATS: &str = "THREAD_STATS";
     pub const MAP_FULL: &str = "MAP_FULL";
     pub const SCHED_ATTACHED: &str = "SCHED_ATTACHED";
+    pub const REQUEST_EVENTS: &str = "REQUEST_EVENTS";
+    pub const REQUEST_EVENTS_LOST: &str = "REQUEST_EVENTS_LOST";
+    pub const HTTP_CONNECTIONS: &str = "HTTP_CONNECTIONS";
+    pub const HTTP_PROCESSES: &str = "HTTP_PROCESSES";
 }
 
 /// Names of the kernel's global constants, set by the loader before load.

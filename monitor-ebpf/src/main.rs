@@ -7,6 +7,7 @@
 #![no_main]
 
 mod faults;
+mod requests;
 mod maps;
 mod sched;
 mod syscalls;

@@ -1,0 +1,132 @@
+//! Events of the requests family: what the kernel tells user space about a target's HTTP
+//! connections and the CPU slices of its threads, through one ring buffer.
+//!
+//! Every event starts with the same header; reads and writes carry the first bytes moved, so
+//! user space can find request lines and status lines (all parsing happens there). The kernel
+//! only checks that a read starts like a request line before it starts following a connection.
+
+/// Bytes of a read copied into its event: the request line (and of small pipelined requests,
+/// the following ones) fits, the body does not.
+pub const READ_COPY: usize = 256;
+/// Bytes of a write copied into its event: a status line's `HTTP/1.1 200 ` is 13.
+pub const WRITE_COPY: usize = 16;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size). At 5,000 requests a
+/// second and about four events each, this holds over a second of events.
+pub const RING_BYTES: u32 = 4 << 20;
+/// Connections followed at once (an LRU map: one that is never closed ages out).
+pub const MAX_HTTP_CONNECTIONS: u32 = 65536;
+/// Processes that served HTTP at least once: only their threads' slices are sent.
+pub const MAX_HTTP_PROCESSES: u32 = 4096;
+
+/// `EventHeader::kind`.
+pub mod kind {
+    /// A read on a followed connection (or one that starts with a request-line method).
+    pub const READ: u8 = 1;
+    /// A write on a followed connection.
+    pub const WRITE: u8 = 2;
+    /// A followed connection was closed.
+    pub const CLOSE: u8 = 3;
+    /// A target thread left the CPU: it ran from `slice_start_ns` to `ts_ns`.
+    pub const SLICE: u8 = 4;
+    /// A target thread woke another thread of its process (`peer` is the wakee's tid).
+    pub const WAKE: u8 = 5;
+}
+
+/// The start of every event.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// bpf_ktime_get_ns() when the syscall returned, the thread switched out, or the wakeup.
+    pub ts_ns: u64,
+    /// When the thread's current on-CPU slice started (its switch-in), 0 when unknown (it began
+    /// before the programs attached). For SLICE, the slice's start.
+    pub slice_start_ns: u64,
+    /// The syscall's result (bytes moved); 0 for the other kinds.
+    pub ret: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The fd of READ, WRITE and CLOSE; the wakee's tid for WAKE.
+    pub peer: u32,
+    /// Bytes of `data` that are valid (READ and WRITE events).
+    pub copied: u16,
+    /// `kind::*`.
+    pub kind: u8,
+    /// The target slot of the process.
+    pub slot: u8,
+}
+
+/// A READ or WRITE event: the header and the first bytes moved.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IoEvent {
+    pub header: EventHeader,
+    pub data: [u8; READ_COPY],
+}
+
+pub const HEADER_BYTES: usize = core::mem::size_of::<EventHeader>();
+
+const _: () = assert!(HEADER_BYTES == 40);
+const _: () = assert!(core::mem::size_of::<IoEvent>() == 40 + READ_COPY);
+
+/// The methods a followed connection's first read may start with, as the first four bytes
+/// (little-endian u32): the kernel's only string work.
+pub const METHOD_PREFIXES: [u32; 9] = [
+    u32::from_le_bytes(*b"GET "),
+    u32::from_le_bytes(*b"POST"),
+    u32::from_le_bytes(*b"PUT "),
+    u32::from_le_bytes(*b"HEAD"),
+    u32::from_le_bytes(*b"DELE"),
+    u32::from_le_bytes(*b"PATC"),
+    u32::from_le_bytes(*b"OPTI"),
+    u32::from_le_bytes(*b"CONN"),
+    u32::from_le_bytes(*b"TRAC"),
+];
+
+/// The key of a connection: its process and fd.
+#[inline(always)]
+pub fn connection_key(tgid: u32, fd: u32) -> u64 {
+    (u64::from(tgid) << 32) | u64::from(fd)
+}
+
+impl EventHeader {
+    /// Reads a header from the start of a ring buffer record (None when it is too short).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < HEADER_BYTES {
+            return None;
+        }
+        // SAFETY: the length is checked; the type is valid for any bits; unaligned read.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+/// x86-64 numbers of the syscalls that move a connection's bytes or close it.
+pub mod io_nr {
+    pub const READ: u32 = 0;
+    pub const WRITE: u32 = 1;
+    pub const CLOSE: u32 = 3;
+    pub const READV: u32 = 19;
+    pub const WRITEV: u32 = 20;
+    pub const SENDFILE: u32 = 40;
+    pub const SENDTO: u32 = 44;
+    pub const RECVFROM: u32 = 45;
+    pub const SENDMSG: u32 = 46;
+    pub const RECVMSG: u32 = 47;
+}
+
+/// Where a thread's current on-CPU slice began, per CPU (written at switch-in of a target).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceStart {
+    pub start_ns: u64,
+    pub tid: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SliceStart>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, no padding, valid for any bits.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::SliceStart {}
+}

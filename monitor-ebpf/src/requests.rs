@@ -1,0 +1,334 @@
+//! The requests family: a target's HTTP connections and its threads' CPU slices, as events.
+//!
+//! User space ties CPU to requests with three kinds of facts, all sent through one ring buffer:
+//! - reads and writes on a target's connections, with their first bytes (request and status
+//!   lines) and the instant they returned: the boundaries of each request;
+//! - each on-CPU slice of a thread of a process that serves HTTP (switch-in to switch-out): CPU
+//!   between two instants of one thread is the part of its slices between them, exactly;
+//! - wakeups between threads of such a process: how a request read by the event loop reaches the
+//!   worker thread that runs its handler.
+//! A connection is followed from the first read that starts with a request-line method; every
+//! other read pays a 4-byte copy and a compare. Processes that are not targets pay the filter.
+//! A full ring buffer drops the event (counted by the kernel's ring buffer itself through the
+//! failed reserve, here in REQUEST_EVENTS_LOST) and never blocks the target.
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_probe_read_user as probe_read_user_raw,
+    },
+    macros::{map, raw_tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+use monitor_common::requests::{
+    EventHeader, IoEvent, MAX_HTTP_CONNECTIONS, MAX_HTTP_PROCESSES, METHOD_PREFIXES, READ_COPY,
+    RING_BYTES, SliceStart, WRITE_COPY, connection_key, io_nr, kind,
+};
+
+use crate::{maps::target_slot, task::task_ids};
+
+#[map]
+pub static REQUEST_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Events the ring buffer had no room for, per CPU (index 0).
+#[map]
+pub static REQUEST_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// connection_key(tgid, fd) -> 1 for connections that carried a request line.
+#[map]
+pub static HTTP_CONNECTIONS: LruHashMap<u64, u8> =
+    LruHashMap::with_max_entries(MAX_HTTP_CONNECTIONS, 0);
+
+/// tgid -> 1 for target processes that served HTTP: their threads' slices and wakeups are sent.
+#[map]
+pub static HTTP_PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(MAX_HTTP_PROCESSES, 0);
+
+/// The slice running on each CPU, when it is a target thread's.
+#[map]
+pub static SLICE_STARTS: PerCpuArray<SliceStart> = PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn requests_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(slot) = target_slot(tgid) else {
+        return Ok(());
+    };
+    let regs: *const pt_regs = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // SAFETY: probe reads of the syscall's saved registers.
+    let nr = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as u32;
+    let io = match nr {
+        io_nr::READ | io_nr::RECVFROM => Io::Read(Buffer::Plain),
+        io_nr::READV => Io::Read(Buffer::Iovec),
+        io_nr::RECVMSG => Io::Read(Buffer::Msghdr),
+        io_nr::WRITE | io_nr::SENDTO => Io::Write(Buffer::Plain),
+        io_nr::WRITEV => Io::Write(Buffer::Iovec),
+        io_nr::SENDMSG => Io::Write(Buffer::Msghdr),
+        io_nr::SENDFILE => Io::Write(Buffer::None),
+        io_nr::CLOSE => Io::Close,
+        _ => return Ok(()),
+    };
+    // SAFETY: as above.
+    let fd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }? as u32;
+    let key = connection_key(tgid, fd);
+    // SAFETY: the value is only tested for presence.
+    let followed = unsafe { HTTP_CONNECTIONS.get(&key) }.is_some();
+    match io {
+        Io::Close => {
+            if followed && ret == 0 {
+                let _ = HTTP_CONNECTIONS.remove(&key);
+                send_header(pid_tgid, slot, kind::CLOSE, fd, 0)?;
+            }
+        }
+        Io::Read(buffer) if ret > 0 => {
+            // SAFETY: as above.
+            let arg = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?;
+            let (ptr, len) = buffer.first(arg, ret as u64)?;
+            if !followed {
+                if len < 4 {
+                    return Ok(());
+                }
+                let head: u32 = unsafe { bpf_probe_read_user(ptr as *const u32) }?;
+                if !METHOD_PREFIXES.contains(&head) {
+                    return Ok(());
+                }
+                let _ = HTTP_CONNECTIONS.insert(&key, &1, 0);
+                let _ = HTTP_PROCESSES.insert(&tgid, &1, 0);
+            }
+            send_io(pid_tgid, slot, kind::READ, fd, ret, ptr, len, READ_COPY)?;
+        }
+        Io::Write(buffer) if ret > 0 && followed => {
+            let (ptr, len) = match buffer {
+                Buffer::None => (0, 0),
+                // SAFETY: as above.
+                _ => buffer.first(
+                    unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?,
+                    ret as u64,
+                )?,
+            };
+            send_io(pid_tgid, slot, kind::WRITE, fd, ret, ptr, len, WRITE_COPY)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+enum Io {
+    Read(Buffer),
+    Write(Buffer),
+    Close,
+}
+
+/// Where a syscall's bytes are, from its second argument.
+#[derive(Clone, Copy)]
+enum Buffer {
+    /// The argument is the buffer (read, write, recvfrom, sendto).
+    Plain,
+    /// The argument is a `struct iovec *` (readv, writev): its first element.
+    Iovec,
+    /// The argument is a `struct msghdr *` (recvmsg, sendmsg): msg_iov's first element.
+    Msghdr,
+    /// No user buffer (sendfile).
+    None,
+}
+
+/// `struct msghdr`: msg_name, msg_namelen (padded), then msg_iov.
+const MSGHDR_IOV_OFFSET: u64 = 16;
+
+impl Buffer {
+    /// The user address and length of the first bytes moved, `moved` being the syscall's result.
+    #[inline(always)]
+    fn first(self, arg: u64, moved: u64) -> Result<(u64, u64), i64> {
+        let iov = match self {
+            Buffer::Plain => return Ok((arg, moved)),
+            Buffer::None => return Ok((0, 0)),
+            Buffer::Iovec => arg,
+            // SAFETY: probe read of user memory; a bad pointer is an error.
+            Buffer::Msghdr => unsafe {
+                bpf_probe_read_user((arg + MSGHDR_IOV_OFFSET) as *const u64)
+            }?,
+        };
+        // SAFETY: as above; `struct iovec` is { void *iov_base; size_t iov_len; }.
+        let base: u64 = unsafe { bpf_probe_read_user(iov as *const u64) }?;
+        let len: u64 = unsafe { bpf_probe_read_user((iov + 8) as *const u64) }?;
+        Ok((base, if len < moved { len } else { moved }))
+    }
+}
+
+#[inline(always)]
+fn current_slice_start(tid: u32) -> u64 {
+    match SLICE_STARTS.get(0) {
+        Some(s) if s.tid == tid => s.start_ns,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(n) = REQUEST_EVENTS_LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        unsafe { *n += 1 };
+    }
+}
+
+#[inline(always)]
+fn header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> EventHeader {
+    let tid = pid_tgid as u32;
+    EventHeader {
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        slice_start_ns: current_slice_start(tid),
+        ret,
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        peer,
+        copied: 0,
+        kind,
+        slot: slot as u8,
+    }
+}
+
+#[inline(always)]
+fn send_header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> Result<(), i64> {
+    let event = header(pid_tgid, slot, kind, peer, ret);
+    if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
+        count_lost();
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn send_io(
+    pid_tgid: u64,
+    slot: u32,
+    kind: u8,
+    fd: u32,
+    ret: i64,
+    ptr: u64,
+    len: u64,
+    limit: usize,
+) -> Result<(), i64> {
+    let Some(mut entry) = REQUEST_EVENTS.reserve::<IoEvent>(0) else {
+        count_lost();
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    let mut n = if len < limit as u64 { len as u32 } else { limit as u32 };
+    // A mask the verifier can follow: n is at most READ_COPY.
+    n &= (READ_COPY as u32 * 2) - 1;
+    if n > READ_COPY as u32 {
+        n = READ_COPY as u32;
+    }
+    // SAFETY: `event` points at a reserved record of IoEvent's size; `n` bytes fit in data.
+    unsafe {
+        let mut h = header(pid_tgid, slot, kind, fd, ret);
+        if ptr != 0 && n > 0 {
+            let copied = probe_read_user_raw(
+                core::ptr::addr_of_mut!((*event).data).cast(),
+                n,
+                ptr as *const core::ffi::c_void,
+            );
+            if copied == 0 {
+                h.copied = n as u16;
+            }
+        }
+        core::ptr::addr_of_mut!((*event).header).write(h);
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Slices: every switch-out of a thread of an HTTP-serving target sends its slice; every
+/// switch-in of a target thread notes where its slice began.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn requests_sched_switch(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+// TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+const ARG_NEXT: usize = 2;
+
+#[inline(always)]
+fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(slot) = target_slot(prev_tgid) {
+        // SAFETY: presence test only.
+        if unsafe { HTTP_PROCESSES.get(&prev_tgid) }.is_some() {
+            let start = current_slice_start(prev_tid);
+            if start != 0 {
+                let event = EventHeader {
+                    ts_ns: now,
+                    slice_start_ns: start,
+                    ret: 0,
+                    tgid: prev_tgid,
+                    tid: prev_tid,
+                    peer: 0,
+                    copied: 0,
+                    kind: kind::SLICE,
+                    slot: slot as u8,
+                };
+                if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
+                    count_lost();
+                }
+            }
+        }
+    }
+    let next: *const u8 = ctx.arg(ARG_NEXT);
+    let (next_tid, next_tgid) = task_ids(next)?;
+    if target_slot(next_tgid).is_some() {
+        if let Some(s) = SLICE_STARTS.get_ptr_mut(0) {
+            // SAFETY: per-CPU value.
+            unsafe {
+                (*s).start_ns = now;
+                (*s).tid = next_tid;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A target thread of an HTTP-serving process waking a thread of the same process.
+#[raw_tracepoint(tracepoint = "sched_waking")]
+pub fn requests_waking(ctx: RawTracePointContext) -> i32 {
+    let _ = try_wake(&ctx);
+    0
+}
+
+/// The same for a thread just created (its first wakeup is sched_wakeup_new).
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn requests_wakeup_new(ctx: RawTracePointContext) -> i32 {
+    let _ = try_wake(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_wake(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(slot) = target_slot(tgid) else {
+        return Ok(());
+    };
+    // SAFETY: presence test only.
+    if unsafe { HTTP_PROCESSES.get(&tgid) }.is_none() {
+        return Ok(());
+    }
+    let wakee: *const u8 = ctx.arg(0);
+    let (wakee_tid, wakee_tgid) = task_ids(wakee)?;
+    if wakee_tgid != tgid || wakee_tid == pid_tgid as u32 {
+        return Ok(());
+    }
+    send_header(pid_tgid, slot, kind::WAKE, wakee_tid, 0)
+}
