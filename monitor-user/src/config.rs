@@ -33,6 +33,8 @@ pub struct Config {
     /// `[[notifier]]`: where alert notifications go (a log channel is always on).
     #[serde(rename = "notifier")]
     pub notifiers: Vec<NotifierConfig>,
+    /// `[requests]`: routes of the requests family.
+    pub requests: RequestsConfig,
     /// `[[rule]]` as written; checked by alerts::rules::parse_rules, which names lines and keys.
     #[serde(rename = "rule")]
     rule_tables: Vec<toml::Value>,
@@ -125,8 +127,35 @@ impl Default for Config {
             alerting: AlertingConfig::default(),
             notify: NotifyOptions::default(),
             notifiers: Vec::new(),
+            requests: RequestsConfig::default(),
             rule_tables: Vec::new(),
             rules: with_defaults(Vec::new()),
+        }
+    }
+}
+
+/// `[requests]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestsConfig {
+    /// Distinct routes per target; requests beyond go to `route="other"`.
+    pub max_routes: usize,
+    /// `[[requests.route]] pattern = "/api/orders/{id}"`: templates tried before the heuristic.
+    #[serde(rename = "route")]
+    pub routes: Vec<RoutePattern>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePattern {
+    pub pattern: String,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        Self {
+            max_routes: 200,
+            routes: Vec::new(),
         }
     }
 }

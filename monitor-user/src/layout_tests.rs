@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 /// Each stage, with the top-level modules it may use (besides itself).
 const STAGES: &[(&str, &[&str])] = &[
     ("collect", &[]),
-    ("model", &["collect"]),
-    ("alerts", &["collect", "model"]),
-    ("notify", &["collect", "model", "alerts"]),
-    ("serve", &["collect", "model", "alerts"]),
+    ("requests", &["collect"]),
+    ("model", &["collect", "requests"]),
+    ("alerts", &["collect", "requests", "model"]),
+    ("notify", &["collect", "requests", "model", "alerts"]),
+    ("serve", &["collect", "requests", "model", "alerts"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,6 +5,7 @@ mod alerts;
 mod collect;
 mod model;
 mod notify;
+mod requests;
 mod serve;
 // Read by every stage; the commands wire the stages together.
 mod commands;

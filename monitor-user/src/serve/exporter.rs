@@ -63,6 +63,8 @@ pub struct Exporter {
     ebpf_attached: IntGaugeVec,
     cpu_spikes: IntCounterVec,
     alerts_firing: IntGaugeVec,
+    /// The target's on-CPU total, for the request series' unattributed CPU.
+    oncpu_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -305,6 +307,7 @@ impl Exporter {
             ),
             registry,
             target: target.to_owned(),
+            oncpu_ns: Default::default(),
         };
         #[cfg(target_os = "linux")]
         e.registry.register(Box::new(
@@ -389,6 +392,8 @@ impl Exporter {
             &self.oncpu_seconds.with_label_values(&[t]),
             seconds(s.oncpu_ns),
         );
+        self.oncpu_ns
+            .fetch_max(s.oncpu_ns, std::sync::atomic::Ordering::Relaxed);
         advance(
             &self.page_faults.with_label_values(&[t, "minor"]),
             s.minor_faults,
@@ -449,6 +454,19 @@ impl Exporter {
         for &(map, n) in &k.map_full {
             advance(&self.kernel_map_full.with_label_values(&[map]), n);
         }
+    }
+
+    /// Serves the request series of `tracker` (the requests family is attached).
+    pub fn attach_requests(
+        &self,
+        tracker: crate::requests::SharedTracker,
+    ) -> prometheus::Result<()> {
+        let metrics = super::request_metrics::RequestMetrics::new(
+            &self.target,
+            tracker,
+            self.oncpu_ns.clone(),
+        )?;
+        self.registry.register(Box::new(metrics))
     }
 
     /// Records a successful sample taken at `at`.

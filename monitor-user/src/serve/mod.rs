@@ -6,3 +6,4 @@
 pub mod events;
 pub mod exporter;
 pub mod http;
+pub mod request_metrics;

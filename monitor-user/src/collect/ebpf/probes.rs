@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::{
     btf::{KernelBtf, TracepointArgs, VMLINUX_BTF},
     maps::KernelMaps,
+    request_events::RequestEvents,
     selection::Selection,
 };
 
@@ -29,6 +30,7 @@ pub const PROGRAMS: &[&str] = &[
     "sched_process_exit",
     "page_fault_user",
     "page_fault_kernel",
+    "requests",
 ];
 
 /// Entries of the per-thread map (live target threads whose on-CPU time is kept individually),
@@ -96,6 +98,15 @@ pub fn variant(program: &'static str, args: &TracepointArgs, compat: bool) -> Va
             parts: &[("page_fault_kernel", "page_fault_kernel")],
             mechanism: "raw tracepoint page_fault_kernel",
         },
+        "requests" => Variant {
+            parts: &[
+                ("requests_sys_exit", "sys_exit"),
+                ("requests_sched_switch", "sched_switch"),
+                ("requests_waking", "sched_waking"),
+                ("requests_wakeup_new", "sched_wakeup_new"),
+            ],
+            mechanism: "raw tracepoints sys_exit (socket reads and writes), sched_switch (slices), sched_waking and sched_wakeup_new (hand-overs), ring buffer",
+        },
         other => unreachable!("{other} is not in PROGRAMS"),
     }
 }
@@ -128,6 +139,8 @@ pub struct Probes {
     /// Kept alive: links are owned by the programs inside.
     _ebpf: Ebpf,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The requests family's events, when it is attached (taken by the daemon's reader).
+    pub requests: Option<RequestEvents>,
 }
 
 impl Probes {
@@ -156,6 +169,15 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(monitor_common::maps::TARGET_INDEX, index_entries)
             .map_max_entries(monitor_common::maps::THREAD_STATS, thread_entries)
+            // Left out, the ring buffer is not worth its 4 MiB of kernel memory.
+            .map_max_entries(
+                monitor_common::maps::REQUEST_EVENTS,
+                if selection.wants("requests") {
+                    monitor_common::requests::RING_BYTES
+                } else {
+                    4096
+                },
+            )
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_MIN_FLT_OFFSET, &offsets.min_flt, true)
@@ -227,6 +249,14 @@ impl Probes {
             );
         }
         let mut maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
+        let requests = if programs
+            .iter()
+            .any(|p| p.name == "requests" && p.attached())
+        {
+            Some(RequestEvents::take(&mut ebpf).context("taking the request events")?)
+        } else {
+            None
+        };
         if programs
             .iter()
             .any(|p| p.name == "sched_switch" && p.attached())
@@ -240,6 +270,7 @@ impl Probes {
             programs,
             _ebpf: ebpf,
             logger,
+            requests,
         })
     }
 

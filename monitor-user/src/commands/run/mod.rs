@@ -3,6 +3,7 @@
 pub mod alerting;
 mod limits_watch;
 pub mod privileges;
+mod requests_reader;
 
 use std::{
     process::ExitCode,
@@ -62,6 +63,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         !args.no_seed_names,
     )?);
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
+    let request_events = collector.probes_mut().and_then(|p| p.requests.take());
+    let (requests_stop_tx, requests_stop_rx) = mpsc::channel::<()>();
+    let requests_reader = match request_events {
+        Some(events) => {
+            let tracker = requests_reader::tracker(&config.requests)?;
+            exporter
+                .attach_requests(tracker.clone())
+                .context("registering the request series")?;
+            Some(requests_reader::start(events, tracker, requests_stop_rx)?)
+        }
+        None => None,
+    };
     drop_privileges(&mut collector);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -133,6 +146,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let _ = stop_tx.send(());
         let _ = sampler.join();
+        let _ = requests_stop_tx.send(());
+        if let Some(reader) = requests_reader {
+            let _ = reader.join();
+        }
         // Give queued notifications a moment; what is left stays in the outbox for next time.
         if let Ok(notifier) = Arc::try_unwrap(notifier) {
             if let Err(e) = notifier.drain(std::time::Duration::from_secs(2)).await {
