@@ -7,8 +7,8 @@
 #![no_main]
 
 mod faults;
-mod requests;
 mod maps;
+mod requests;
 mod sched;
 mod syscalls;
 mod targets;

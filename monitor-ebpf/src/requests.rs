@@ -152,9 +152,9 @@ impl Buffer {
             Buffer::None => return Ok((0, 0)),
             Buffer::Iovec => arg,
             // SAFETY: probe read of user memory; a bad pointer is an error.
-            Buffer::Msghdr => unsafe {
-                bpf_probe_read_user((arg + MSGHDR_IOV_OFFSET) as *const u64)
-            }?,
+            Buffer::Msghdr => {
+                unsafe { bpf_probe_read_user((arg + MSGHDR_IOV_OFFSET) as *const u64) }?
+            }
         };
         // SAFETY: as above; `struct iovec` is { void *iov_base; size_t iov_len; }.
         let base: u64 = unsafe { bpf_probe_read_user(iov as *const u64) }?;
@@ -222,7 +222,11 @@ fn send_io(
         return Ok(());
     };
     let event = entry.as_mut_ptr();
-    let mut n = if len < limit as u64 { len as u32 } else { limit as u32 };
+    let mut n = if len < limit as u64 {
+        len as u32
+    } else {
+        limit as u32
+    };
     // A mask the verifier can follow: n is at most READ_COPY.
     n &= (READ_COPY as u32 * 2) - 1;
     if n > READ_COPY as u32 {

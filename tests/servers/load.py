@@ -1,7 +1,7 @@
 """A keep-alive load client for app.py, standard library only, that tells what it sent.
 
 Each of --clients threads holds one keep-alive connection (http.client) and sends --requests
-requests, round robin over --mix (kind=weight: analysis, order, post, health), with distinct ids
+requests, round robin over --mix (kind=weight: analysis, order, post, health, ping), with distinct ids
 and symbols. A connection the server resets or closes (gunicorn recycling a worker after
 --max-requests) is reopened and the request sent again. At the end it prints one JSON line:
 
@@ -30,6 +30,7 @@ KINDS = {
         lambda c, i: json.dumps({"client": c, "seq": i, "items": [{"sku": f"SKU{i}", "qty": 1}]}),
     ),
     "health": ("GET /health", "GET", lambda c, i: "/health", None),
+    "ping": ("GET /ping", "GET", lambda c, i: "/ping", None),
 }
 
 RETRIES = 5

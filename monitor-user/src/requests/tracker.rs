@@ -6,8 +6,10 @@
 //!   answers (a status line answers the oldest request still waiting; body writes continue the
 //!   one being answered). This is exact for handlers that run on the event-loop thread, however
 //!   many requests it interleaves: their work ends in their response.
-//! - CPU up to a read that carries request lines belongs to the first of them (waking up for it,
-//!   reading, parsing); up to another read, to the request the connection is on.
+//! - CPU after a thread's response write up to its next read belongs to that response's request
+//!   (completion callbacks, keep-alive timers); otherwise CPU up to a read that carries request
+//!   lines belongs to the first of them (waking up for it, reading it), and up to another read,
+//!   to the request the connection is on.
 //! - A thread that reads requests and then wakes an idle thread of its process hands it the
 //!   oldest request it read that has neither been handed on nor answered: that is how a request
 //!   reaches a thread pool (FastAPI's `def` endpoints, anyio's workers). The woken thread's CPU
@@ -70,6 +72,8 @@ struct Thread {
     ctx: Option<(u64, Route)>,
     /// Requests this thread read that may still be handed to another thread.
     fresh: VecDeque<u64>,
+    /// The request of this thread's last response write, until it reads again.
+    answered: Owner,
 }
 
 #[derive(Default)]
@@ -196,13 +200,16 @@ impl Tracker {
                 },
             );
         }
-        let owner: Owner = match new.first() {
+        let th = p.threads.entry(io.tid).or_default();
+        // Since its last response write the thread finished that response (callbacks, timers,
+        // the next poll): that request's cost, not the next one's.
+        let answered = th.answered.take();
+        let owner: Owner = answered.or_else(|| match new.first() {
             Some((_, route)) => Some(route.clone()),
             None => conn_request
                 .and_then(|id| p.live.get(&id))
                 .map(|l| l.route.clone()),
-        };
-        let th = p.threads.entry(io.tid).or_default();
+        });
         let ns = th
             .cpu
             .checkpoint(io.ts_ns, io.slice_start_ns, owner.clone());
@@ -256,6 +263,9 @@ impl Tracker {
             None => None,
         };
         let th = p.threads.entry(io.tid).or_default();
+        if owner.is_some() {
+            th.answered = owner.clone();
+        }
         let owner = owner.or_else(|| th.ctx.as_ref().map(|(_, r)| r.clone()));
         let ns = th
             .cpu
@@ -537,9 +547,10 @@ mod tests {
             ts_ns: 2010,
         });
         slice(&mut t, WORKER, 2100, 2600);
-        assert_eq!(cpu(&t, "/a/{x}"), 10 + (160 - 100) + 50 + 700);
+        // The loop's 10 ns before reading /b finished /a's response.
+        assert_eq!(cpu(&t, "/a/{x}"), 10 + (160 - 100) + 50 + 10 + 700);
         t.tick(2600 + RESPONSE_QUIET_NS + 1);
-        assert_eq!(cpu(&t, "/b/{x}"), 10 + 500);
+        assert_eq!(cpu(&t, "/b/{x}"), 500);
         assert_eq!(count(&t, "/a/{x}"), 1);
     }
 

@@ -48,7 +48,7 @@ const FAMILIES: [(&str, &str, &[&str]); 6] = [
     ),
     (
         DROPPED,
-        "Requests counted under route=\"other\" because the target reached its cap of distinct routes",
+        "Requests counted under the route other because the target reached its cap of distinct routes",
         &["target"],
     ),
 ];

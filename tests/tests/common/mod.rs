@@ -395,19 +395,61 @@ impl Drop for Daemon {
 }
 
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
-    scrape.samples.iter().find_map(|s| {
-        let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
-        if !matches {
-            return None;
+    // By hand, not prometheus-parse: its label pattern stops at the first `}`, and route
+    // templates (`/api/orders/{order_id}`) hold braces inside label values.
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (metric, pairs, value) = sample_line(line)?;
+            let matches = metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v));
+            if matches { value.parse().ok() } else { None }
+        })
+}
+
+/// (name, labels, value) of one exposition-format sample line.
+fn sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, &str)> {
+    let name_end = line.find(['{', ' '])?;
+    let (name, mut rest) = line.split_at(name_end);
+    let mut pairs = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let mut chars = after.char_indices();
+        let mut key = String::new();
+        loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '}' => {
+                    rest = &after[i + 1..];
+                    break;
+                }
+                ',' | ' ' => {}
+                '=' => {
+                    let (_, quote) = chars.next()?;
+                    if quote != '"' {
+                        return None;
+                    }
+                    let mut value = String::new();
+                    loop {
+                        let (_, c) = chars.next()?;
+                        match c {
+                            '\\' => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            '"' => break,
+                            other => value.push(other),
+                        }
+                    }
+                    pairs.push((std::mem::take(&mut key), value));
+                }
+                other => key.push(other),
+            }
         }
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        }
-    })
+    }
+    let value = rest.split_whitespace().next()?;
+    Some((name, pairs, value))
 }
 
 /// Debian's prometheus-alertmanager on loopback, with its own storage and no clustering.

@@ -64,18 +64,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     )?);
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
     let request_events = collector.probes_mut().and_then(|p| p.requests.take());
+    let tracker = match &request_events {
+        Some(_) => Some(requests_reader::tracker(&config.requests)?),
+        None => None,
+    };
+    // Capabilities are per thread: dropped while the daemon has one, before the reader starts.
+    drop_privileges(&mut collector);
     let (requests_stop_tx, requests_stop_rx) = mpsc::channel::<()>();
-    let requests_reader = match request_events {
-        Some(events) => {
-            let tracker = requests_reader::tracker(&config.requests)?;
+    let requests_reader = match (request_events, tracker) {
+        (Some(events), Some(tracker)) => {
             exporter
                 .attach_requests(tracker.clone())
                 .context("registering the request series")?;
             Some(requests_reader::start(events, tracker, requests_stop_rx)?)
         }
-        None => None,
+        _ => None,
     };
-    drop_privileges(&mut collector);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

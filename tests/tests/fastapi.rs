@@ -1,0 +1,362 @@
+//! Request types end to end on real servers: the tests' FastAPI app (tests/servers/app.py),
+//! whose routes measure their own CPU work, served by uvicorn (uvloop + httptools, asyncio +
+//! h11) and by gunicorn with uvicorn workers, driven by one and by four keep-alive clients.
+//!
+//! Ground truth: request counts from the client and the app; each route's work from the app
+//! (thread CPU time around its work loop); what one request of each route costs, work and
+//! framework together, from the kernel's accounting of the whole process tree (/proc
+//! schedstat) while only that route is requested; and the tree's on-CPU time during the mixed
+//! load for the sum of the routes.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const ANALYSIS: &str = "/api/analysis/{symbol}";
+const ORDER: &str = "/api/orders/{order_id}";
+const HEALTH: &str = "/health";
+
+/// Work per request the app does (ms of its own thread's CPU).
+const WORK_ANALYSIS_MS: &str = "30";
+const WORK_ORDER_MS: &str = "8";
+
+const ROUTE_CONFIG: &str = "[[requests.route]]\npattern = \"/api/analysis/{symbol}\"\n[[requests.route]]\npattern = \"/api/orders/{order_id}\"\n";
+
+fn python() -> PathBuf {
+    let py = std::env::var_os("MONITOR_TEST_PYTHON").map(PathBuf::from).expect(
+        "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the venv with FastAPI, uvicorn and gunicorn and sets it",
+    );
+    assert!(py.exists(), "{} does not exist", py.display());
+    py
+}
+
+fn servers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Uvloop,
+    Asyncio,
+    Gunicorn,
+}
+
+struct App {
+    child: Child,
+    port: u16,
+    stats: tempfile::TempDir,
+}
+
+impl App {
+    fn start(server: Server) -> Self {
+        let port = free_port();
+        let stats = tempfile::tempdir().unwrap();
+        let p = port.to_string();
+        let mut cmd = Command::new(python());
+        match server {
+            Server::Uvloop => cmd.args([
+                "-m",
+                "uvicorn",
+                "app:app",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ]),
+            Server::Asyncio => cmd.args([
+                "-m", "uvicorn", "app:app", "--loop", "asyncio", "--http", "h11",
+            ]),
+            Server::Gunicorn => cmd.args([
+                "-m",
+                "gunicorn",
+                "-k",
+                "uvicorn.workers.UvicornWorker",
+                "-w",
+                "2",
+                "--no-control-socket",
+                "app:app",
+            ]),
+        };
+        match server {
+            Server::Gunicorn => cmd.args(["-b", &format!("127.0.0.1:{p}")]),
+            _ => cmd.args(["--host", "127.0.0.1", "--port", &p, "--no-access-log"]),
+        };
+        let child = cmd
+            .current_dir(servers_dir())
+            .env("APP_WORK_ANALYSIS_MS", WORK_ANALYSIS_MS)
+            .env("APP_WORK_ORDER_MS", WORK_ORDER_MS)
+            .env("APP_STATS_DIR", stats.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the FastAPI server");
+        let app = Self { child, port, stats };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{server:?} did not listen on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        app
+    }
+
+    /// Every process of the server (gunicorn's master and workers).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let mut i = 0;
+        while i < pids.len() {
+            let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", pids[i]))
+                .unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+            i += 1;
+        }
+        pids
+    }
+
+    /// On-CPU seconds of every thread of the tree, as the scheduler accounts them.
+    fn oncpu_s(&self) -> f64 {
+        let mut ns = 0u64;
+        for pid in self.pids() {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let s = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        ns as f64 / 1e9
+    }
+
+    /// (count, work seconds) per "METHOD /template", summed over the workers' files.
+    fn work(&self) -> BTreeMap<String, (u64, f64)> {
+        let mut out = BTreeMap::new();
+        for f in fs::read_dir(self.stats.path()).unwrap().flatten() {
+            if f.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&fs::read_to_string(f.path()).unwrap()).unwrap();
+            for (route, t) in v["routes"].as_object().unwrap() {
+                let e = out.entry(route.clone()).or_insert((0, 0.0));
+                e.0 += t["count"].as_u64().unwrap();
+                e.1 += t["work_ns"].as_f64().unwrap() / 1e9;
+            }
+        }
+        out
+    }
+
+    /// Runs the load client; returns requests sent per "METHOD /template".
+    fn load(&self, clients: u32, requests: u32, mix: &str) -> BTreeMap<String, u64> {
+        let out = Command::new(python())
+            .current_dir(servers_dir())
+            .args(["load.py", "--port", &self.port.to_string()])
+            .args([
+                "--clients",
+                &clients.to_string(),
+                "--requests",
+                &requests.to_string(),
+            ])
+            .args(["--mix", mix])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "load.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["routes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(r, t)| (r.clone(), t["sent"].as_u64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        // SAFETY: plain kill of our child; gunicorn's master takes its workers down on TERM.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn route_value(m: &str, name: &str, route: &str) -> f64 {
+    metric_value(m, name, &[("method", "GET"), ("route", route)]).unwrap_or(0.0)
+}
+
+fn requests_of(m: &str, route: &str) -> f64 {
+    metric_value(
+        m,
+        "app_requests_total",
+        &[("method", "GET"), ("route", route), ("status", "200")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// The kernel's on-CPU time of the whole tree per request while only `kind` requests run: what
+/// one request of that route costs, work and framework together.
+/// The tree's own background CPU (gunicorn's arbiter and heartbeats, idle workers, timers) is
+/// measured while nothing is requested and taken out, pro rata of the phase's length.
+fn cost_per_request(app: &App, clients: u32, kind: &str, idle_per_s: f64) -> f64 {
+    let n = 20;
+    let (before, started) = (app.oncpu_s(), Instant::now());
+    app.load(clients, n, &format!("{kind}=1"));
+    std::thread::sleep(Duration::from_millis(300));
+    let background = idle_per_s * started.elapsed().as_secs_f64();
+    (app.oncpu_s() - before - background) / f64::from(clients * n)
+}
+
+/// The tree's on-CPU seconds per second while it serves nothing.
+fn idle_cpu_per_s(app: &App) -> f64 {
+    let (before, started) = (app.oncpu_s(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    (app.oncpu_s() - before) / started.elapsed().as_secs_f64()
+}
+
+fn check(server: Server, clients: u32) {
+    require_root();
+    let app = App::start(server);
+    // Warm up the app (imports, first-request paths) before anything is measured.
+    app.load(1, 5, "analysis=1,order=1,health=1");
+    let daemon = Daemon::start_with(
+        &["--pid", &app.child.id().to_string()],
+        &[
+            "--programs",
+            "syscalls",
+            "--programs",
+            "sched",
+            "--programs",
+            "requests",
+            "--require-ebpf",
+        ],
+        ROUTE_CONFIG,
+    );
+    let routes = [
+        (ANALYSIS, "GET /api/analysis/{symbol}", "analysis"),
+        (ORDER, "GET /api/orders/{order_id}", "order"),
+        (HEALTH, "GET /health", "health"),
+    ];
+    let idle = idle_cpu_per_s(&app);
+    let alone: Vec<f64> = routes
+        .iter()
+        .map(|(_, _, kind)| cost_per_request(&app, clients, kind, idle))
+        .collect();
+    eprintln!(
+        "{server:?} x{clients}: the idle tree runs {:.2} ms/s",
+        idle * 1e3
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let m0 = daemon.metrics_text();
+    let work0 = app.work();
+    let tree0 = app.oncpu_s();
+    let per_client = if clients == 1 { 60 } else { 20 };
+    let sent = app.load(clients, per_client, "analysis=1,order=2,health=1");
+    // Responses end when their connection goes quiet for a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let tree = app.oncpu_s() - tree0;
+    let m = daemon.metrics_text();
+    let work = app.work();
+    let mut attributed = 0.0;
+    let mut failures = Vec::new();
+    for ((route, key, _), alone) in routes.iter().zip(alone) {
+        let count = requests_of(&m, route) - requests_of(&m0, route);
+        let app_count = work[*key].0 - work0.get(*key).map_or(0, |w| w.0);
+        assert_eq!(
+            count as u64, sent[*key],
+            "{server:?} x{clients}: requests of {route} (client's count)"
+        );
+        assert_eq!(
+            app_count, sent[*key],
+            "{server:?} x{clients}: requests of {route} (app's count)"
+        );
+        let cpu = route_value(&m, "app_request_cpu_seconds_total", route)
+            - route_value(&m0, "app_request_cpu_seconds_total", route);
+        attributed += cpu;
+        let work_per = (work[*key].1 - work0.get(*key).map_or(0.0, |w| w.1)) / count;
+        let measured = cpu / count;
+        let err = (measured - alone).abs() / alone;
+        eprintln!(
+            "{server:?} x{clients} {route}: {count} requests, {:.2} ms CPU each in the mix; alone the tree spends {:.2} ms per request (the app's work {:.2}): {:.1} % off",
+            measured * 1e3,
+            alone * 1e3,
+            work_per * 1e3,
+            err * 100.0
+        );
+        // The no-work route is framework overhead alone (about 1 ms): checked through the sum.
+        if *route != HEALTH && err > 0.10 {
+            failures.push(format!("{route}: {:.1} % off", err * 100.0));
+        }
+    }
+    let share = attributed / tree;
+    eprintln!(
+        "{server:?} x{clients}: routes got {attributed:.3} s of the tree's {tree:.3} s ({:.1} %)",
+        share * 100.0
+    );
+    assert!(
+        failures.is_empty(),
+        "{server:?} x{clients}: CPU per request in the mix against the same route alone, over 10 %: {failures:?}"
+    );
+    assert!(
+        (0.85..=1.05).contains(&share),
+        "{server:?} x{clients}: the routes' CPU is {:.1} % of the tree's on-CPU time over the load (85-105 % expected)",
+        share * 100.0
+    );
+}
+
+#[test]
+fn uvicorn_uvloop_one_client() {
+    check(Server::Uvloop, 1);
+}
+
+#[test]
+fn uvicorn_uvloop_four_clients() {
+    check(Server::Uvloop, 4);
+}
+
+#[test]
+fn uvicorn_asyncio_h11_one_client() {
+    check(Server::Asyncio, 1);
+}
+
+#[test]
+fn uvicorn_asyncio_h11_four_clients() {
+    check(Server::Asyncio, 4);
+}
+
+#[test]
+fn gunicorn_uvicorn_workers_one_client() {
+    check(Server::Gunicorn, 1);
+}
+
+#[test]
+fn gunicorn_uvicorn_workers_four_clients() {
+    check(Server::Gunicorn, 4);
+}
