@@ -100,7 +100,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         );
     }
     let mut all_ok = btf.is_ok() && bpf_ok;
-    match Probes::load(&Default::default()) {
+    match Probes::load(&crate::collect::ebpf::selection::Selection::everything()) {
         Ok(probes) => {
             for p in &probes.programs {
                 all_ok &= p.attached();

@@ -48,6 +48,13 @@ impl Selection {
         }
     }
 
+    /// Every family, requests included: what `monitor check` tries.
+    pub fn everything() -> Self {
+        Self {
+            families: vec![Family::All, Family::Requests],
+        }
+    }
+
     fn has(&self, f: Family) -> bool {
         // Requests are asked for by name until the family has passed the kernel matrix (5.10,
         // 6.1, 6.12); `all` and the default leave it out.
