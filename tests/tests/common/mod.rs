@@ -409,6 +409,16 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         })
 }
 
+/// Every sample of `name`: its labels and value.
+pub fn samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(sample_line)
+        .filter(|(metric, _, _)| *metric == name)
+        .filter_map(|(_, labels, value)| Some((labels, value.parse().ok()?)))
+        .collect()
+}
+
 /// (name, labels, value) of one exposition-format sample line.
 fn sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, &str)> {
     let name_end = line.find(['{', ' '])?;

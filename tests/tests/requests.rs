@@ -1,0 +1,196 @@
+//! The HTTP/1 protocol where real servers are messy, against a small server of our own
+//! (tests/servers/proto_server.py) driven by tests/servers/proto_client.py, which reports what
+//! it sent: keep-alive, pipelining, a request line split across reads, 100-continue, a chunked
+//! streamed response, a 1 MiB body, fd reuse, garbage and a non-HTTP protocol, 10,000 ids, and
+//! the cap on distinct routes.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    let py = std::env::var_os("MONITOR_TEST_PYTHON")
+        .map(PathBuf::from)
+        .expect(
+            "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the test venv and sets it",
+        );
+    assert!(py.exists(), "{} does not exist", py.display());
+    py
+}
+
+fn servers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
+}
+
+struct ProtoServer {
+    child: Child,
+    port: u16,
+}
+
+impl ProtoServer {
+    fn start() -> Self {
+        let mut child = Command::new(python())
+            .current_dir(servers_dir())
+            .args(["proto_server.py", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting proto_server.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("proto_server.py said {line:?}: {e}"));
+        Self {
+            child,
+            port: v["port"].as_u64().unwrap() as u16,
+        }
+    }
+
+    /// Runs one client case; returns what it sent ("METHOD /path" -> n).
+    fn run(&self, case: &str) -> BTreeMap<String, u64> {
+        let out = Command::new(python())
+            .current_dir(servers_dir())
+            .args(["proto_client.py", "--port", &self.port.to_string(), case])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "proto_client.py {case} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["requests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for ProtoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cases` against a fresh server watched by a fresh daemon; returns the finished requests
+/// per (method, route, status) once every response went quiet, and the scrape.
+fn watch(cases: &[&str], config: &str) -> (BTreeMap<(String, String, String), u64>, String) {
+    require_root();
+    let server = ProtoServer::start();
+    let daemon = Daemon::start_with(
+        &["--pid", &server.child.id().to_string()],
+        &["--programs", "requests", "--require-ebpf"],
+        config,
+    );
+    for case in cases {
+        server.run(case);
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    let m = daemon.metrics_text();
+    let requests = samples(&m, "app_requests_total")
+        .into_iter()
+        .map(|(labels, v)| {
+            let get = |k: &str| {
+                labels
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            ((get("method"), get("route"), get("status")), v as u64)
+        })
+        .collect();
+    (requests, m)
+}
+
+fn key(method: &str, route: &str, status: &str) -> (String, String, String) {
+    (method.into(), route.into(), status.into())
+}
+
+#[test]
+fn keep_alive_pipelined_split_and_reused_fds_count_each_request_once() {
+    let (got, _) = watch(&["keepalive", "pipelined", "split", "fdreuse"], "");
+    let want: BTreeMap<_, _> = [
+        (key("GET", "/x", "200"), 20),
+        (key("GET", "/p1", "200"), 1),
+        (key("GET", "/p2", "200"), 1),
+        (key("GET", "/p3", "200"), 1),
+        (key("GET", "/split", "200"), 1),
+        (key("GET", "/fd", "200"), 50),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn interim_responses_streams_and_large_bodies_end_with_their_final_response() {
+    let (got, m) = watch(&["continue", "chunked", "bigpost"], "");
+    let want: BTreeMap<_, _> = [
+        (key("POST", "/upload", "200"), 1),
+        (key("GET", "/stream", "200"), 1),
+        (key("GET", "/after-stream", "200"), 1),
+        (key("POST", "/big", "200"), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        got, want,
+        "a 100 Continue is not a response; a body makes no request"
+    );
+    // The stream's five chunks are written 20 ms apart: the request ends at the last one.
+    let stream = metric_value(
+        &m,
+        "app_request_duration_seconds_sum",
+        &[("method", "GET"), ("route", "/stream")],
+    )
+    .unwrap();
+    assert!(
+        (0.08..1.0).contains(&stream),
+        "GET /stream lasted {stream} s: it ends at its last chunk (about 0.1 s)"
+    );
+}
+
+#[test]
+fn garbage_and_other_protocols_make_no_route() {
+    let (got, _) = watch(&["garbage", "nonhttp"], "");
+    let want: BTreeMap<_, _> = [(key("GET", "/after-garbage", "200"), 1)]
+        .into_iter()
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn ten_thousand_ids_are_one_route_and_the_cap_sends_the_rest_to_other() {
+    let (got, m) = watch(&["ids", "cap"], "[requests]\nmax_routes = 101\n");
+    assert_eq!(got.get(&key("GET", "/items/{id}", "200")), Some(&10_000));
+    let pages: u64 = got
+        .iter()
+        .filter(|((_, r, _), _)| r.starts_with("/page-"))
+        .map(|(_, n)| *n)
+        .sum();
+    let distinct = got
+        .keys()
+        .filter(|(_, r, _)| r.starts_with("/page-"))
+        .count();
+    // 101 routes: /items/{id} and the first 100 pages; the other 200 pages count as "other".
+    assert_eq!((distinct, pages), (100, 100));
+    assert_eq!(got.get(&key("GET", "other", "200")), Some(&200));
+    assert_eq!(
+        metric_value(&m, "monitor_request_routes_dropped_total", &[]),
+        Some(200.0)
+    );
+}
