@@ -143,6 +143,10 @@ pub struct RequestsConfig {
     /// `[[requests.route]] pattern = "/api/orders/{id}"`: templates tried before the heuristic.
     #[serde(rename = "route")]
     pub routes: Vec<RoutePattern>,
+    /// Read the application's OpenAPI document (FastAPI serves one) for its route templates.
+    pub openapi: bool,
+    /// Where it is, on the port the target listens on (loopback).
+    pub openapi_path: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -156,6 +160,8 @@ impl Default for RequestsConfig {
         Self {
             max_routes: 200,
             routes: Vec::new(),
+            openapi: true,
+            openapi_path: "/openapi.json".to_owned(),
         }
     }
 }

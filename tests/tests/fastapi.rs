@@ -28,7 +28,6 @@ const HEALTH: &str = "/health";
 const WORK_ANALYSIS_MS: &str = "30";
 const WORK_ORDER_MS: &str = "8";
 
-const ROUTE_CONFIG: &str = "[[requests.route]]\npattern = \"/api/analysis/{symbol}\"\n[[requests.route]]\npattern = \"/api/orders/{order_id}\"\n";
 
 fn python() -> PathBuf {
     let py = std::env::var_os("MONITOR_TEST_PYTHON").map(PathBuf::from).expect(
@@ -257,7 +256,8 @@ fn check(server: Server, clients: u32) {
             "requests",
             "--require-ebpf",
         ],
-        ROUTE_CONFIG,
+        // No route patterns: the templates come from the app's own /openapi.json.
+        "",
     );
     let routes = [
         (ANALYSIS, "GET /api/analysis/{symbol}", "analysis"),

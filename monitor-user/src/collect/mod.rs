@@ -11,6 +11,7 @@ pub mod ebpf;
 #[cfg(test)]
 mod fixture;
 pub mod limits;
+pub mod listening;
 pub mod procfs;
 pub mod sample;
 pub mod syscall_names;

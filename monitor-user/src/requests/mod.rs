@@ -7,10 +7,7 @@ pub mod event;
 #[allow(dead_code)] // expects_continue: for 100-continue timing, not used yet
 pub mod http_line;
 pub mod ledger;
-// Wired when the daemon fetches the application's /openapi.json; tested on its own until then.
-#[allow(dead_code)]
 pub mod openapi;
-#[allow(dead_code)] // set_openapi waits for the OpenAPI fetch
 pub mod route_table;
 pub mod thread_cpu;
 pub mod tracker;

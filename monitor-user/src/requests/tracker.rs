@@ -92,6 +92,8 @@ pub struct Tracker {
     pub undecodable: u64,
     /// Events the kernel's ring buffer had no room for (set by the reader).
     pub events_lost: u64,
+    /// Processes seen for the first time since the last `take_new_processes`.
+    new_processes: Vec<u32>,
 }
 
 impl Tracker {
@@ -103,6 +105,7 @@ impl Tracker {
             next_id: 1,
             undecodable: 0,
             events_lost: 0,
+            new_processes: Vec::new(),
         }
     }
 
@@ -149,7 +152,12 @@ impl Tracker {
 
     fn read(&mut self, io: Io, data: &[u8]) {
         let id_base = self.next_id;
-        let Some(p) = process(&mut self.processes, self.targets.len(), &io) else {
+        let Some(p) = process(
+            &mut self.processes,
+            &mut self.new_processes,
+            self.targets.len(),
+            &io,
+        ) else {
             return;
         };
         let slot = p.slot;
@@ -231,7 +239,12 @@ impl Tracker {
     }
 
     fn write(&mut self, io: Io, data: &[u8]) {
-        let Some(p) = process(&mut self.processes, self.targets.len(), &io) else {
+        let Some(p) = process(
+            &mut self.processes,
+            &mut self.new_processes,
+            self.targets.len(),
+            &io,
+        ) else {
             return;
         };
         let slot = p.slot;
@@ -277,7 +290,12 @@ impl Tracker {
     }
 
     fn close(&mut self, io: Io) {
-        let Some(p) = process(&mut self.processes, self.targets.len(), &io) else {
+        let Some(p) = process(
+            &mut self.processes,
+            &mut self.new_processes,
+            self.targets.len(),
+            &io,
+        ) else {
             return;
         };
         let slot = p.slot;
@@ -368,6 +386,16 @@ impl Tracker {
         }
     }
 
+    /// Processes that served their first request since the last call (a worker that started or
+    /// was recycled: its routes may have changed).
+    pub fn take_new_processes(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.new_processes)
+    }
+
+    pub fn target_mut(&mut self, slot: usize) -> Option<&mut TargetRequests> {
+        self.targets.get_mut(slot)
+    }
+
     /// Forgets processes that are gone (`alive` says which are still there); what they served
     /// stays in the totals.
     pub fn retain_processes(&mut self, alive: impl Fn(u32) -> bool) {
@@ -378,12 +406,16 @@ impl Tracker {
 /// The state of the process `io` is from (None for a slot this daemon does not have).
 fn process<'a>(
     processes: &'a mut HashMap<u32, Process>,
+    new_processes: &mut Vec<u32>,
     slots: usize,
     io: &Io,
 ) -> Option<&'a mut Process> {
     let slot = usize::from(io.slot);
     if slot >= slots {
         return None;
+    }
+    if !processes.contains_key(&io.tgid) {
+        new_processes.push(io.tgid);
     }
     let p = processes.entry(io.tgid).or_default();
     p.slot = slot;

@@ -2,6 +2,7 @@
 //! around it (HTTP, kernel log records, signals).
 pub mod alerting;
 mod limits_watch;
+mod openapi_loader;
 pub mod privileges;
 mod requests_reader;
 
@@ -76,7 +77,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             exporter
                 .attach_requests(tracker.clone())
                 .context("registering the request series")?;
-            Some(requests_reader::start(events, tracker, requests_stop_rx)?)
+            Some(requests_reader::start(
+                events,
+                tracker,
+                &config.requests,
+                requests_stop_rx,
+            )?)
         }
         _ => None,
     };

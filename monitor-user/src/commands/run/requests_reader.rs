@@ -43,8 +43,10 @@ pub fn tracker(config: &RequestsConfig) -> anyhow::Result<SharedTracker> {
 pub fn start(
     mut events: RequestEvents,
     tracker: SharedTracker,
+    config: &RequestsConfig,
     stop: mpsc::Receiver<()>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let openapi = config.openapi.then(|| config.openapi_path.clone());
     std::thread::Builder::new()
         .name("requests".into())
         .spawn(move || {
@@ -70,6 +72,11 @@ pub fn start(
                     }
                     t.events_lost = lost;
                     t.tick(monotonic_ns());
+                    if let Some(path) = &openapi {
+                        for pid in t.take_new_processes() {
+                            super::openapi_loader::load_for(pid, path.clone(), tracker.clone());
+                        }
+                    }
                     t.retain_processes(|tgid| {
                         std::path::Path::new(&format!("/proc/{tgid}")).exists()
                     });
