@@ -7,10 +7,11 @@
 //!   between two instants of one thread is the part of its slices between them, exactly;
 //! - wakeups between threads of such a process: how a request read by the event loop reaches the
 //!   worker thread that runs its handler.
+//!
 //! A connection is followed from the first read that starts with a request-line method; every
 //! other read pays a 4-byte copy and a compare. Processes that are not targets pay the filter.
-//! A full ring buffer drops the event (counted by the kernel's ring buffer itself through the
-//! failed reserve, here in REQUEST_EVENTS_LOST) and never blocks the target.
+//! A full ring buffer drops the event (a failed reserve, counted in REQUEST_EVENTS_LOST) and
+//! never blocks the target.
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
@@ -80,11 +81,11 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let fd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }? as u32;
     let key = connection_key(tgid, fd);
     // SAFETY: the value is only tested for presence.
-    let followed = unsafe { HTTP_CONNECTIONS.get(&key) }.is_some();
+    let followed = unsafe { HTTP_CONNECTIONS.get(key) }.is_some();
     match io {
         Io::Close => {
             if followed && ret == 0 {
-                let _ = HTTP_CONNECTIONS.remove(&key);
+                let _ = HTTP_CONNECTIONS.remove(key);
                 send_header(pid_tgid, slot, kind::CLOSE, fd, 0)?;
             }
         }
@@ -100,8 +101,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 if !METHOD_PREFIXES.contains(&head) {
                     return Ok(());
                 }
-                let _ = HTTP_CONNECTIONS.insert(&key, &1, 0);
-                let _ = HTTP_PROCESSES.insert(&tgid, &1, 0);
+                let _ = HTTP_CONNECTIONS.insert(key, 1, 0);
+                let _ = HTTP_PROCESSES.insert(tgid, 1, 0);
             }
             send_io(pid_tgid, slot, kind::READ, fd, ret, ptr, len, READ_COPY)?;
         }
@@ -270,7 +271,7 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(slot) = target_slot(prev_tgid) {
         // SAFETY: presence test only.
-        if unsafe { HTTP_PROCESSES.get(&prev_tgid) }.is_some() {
+        if unsafe { HTTP_PROCESSES.get(prev_tgid) }.is_some() {
             let start = current_slice_start(prev_tid);
             if start != 0 {
                 let event = EventHeader {
@@ -292,13 +293,13 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     let next: *const u8 = ctx.arg(ARG_NEXT);
     let (next_tid, next_tgid) = task_ids(next)?;
-    if target_slot(next_tgid).is_some() {
-        if let Some(s) = SLICE_STARTS.get_ptr_mut(0) {
-            // SAFETY: per-CPU value.
-            unsafe {
-                (*s).start_ns = now;
-                (*s).tid = next_tid;
-            }
+    if target_slot(next_tgid).is_some()
+        && let Some(s) = SLICE_STARTS.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU value.
+        unsafe {
+            (*s).start_ns = now;
+            (*s).tid = next_tid;
         }
     }
     Ok(())
@@ -326,7 +327,7 @@ fn try_wake(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: presence test only.
-    if unsafe { HTTP_PROCESSES.get(&tgid) }.is_none() {
+    if unsafe { HTTP_PROCESSES.get(tgid) }.is_none() {
         return Ok(());
     }
     let wakee: *const u8 = ctx.arg(0);

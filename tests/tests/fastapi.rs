@@ -28,7 +28,6 @@ const HEALTH: &str = "/health";
 const WORK_ANALYSIS_MS: &str = "30";
 const WORK_ORDER_MS: &str = "8";
 
-
 fn python() -> PathBuf {
     let py = std::env::var_os("MONITOR_TEST_PYTHON").map(PathBuf::from).expect(
         "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the venv with FastAPI, uvicorn and gunicorn and sets it",

@@ -194,3 +194,37 @@ fn ten_thousand_ids_are_one_route_and_the_cap_sends_the_rest_to_other() {
         Some(200.0)
     );
 }
+
+#[test]
+fn stat_prints_the_routes_with_their_counts_cpu_latency_and_statuses() {
+    require_root();
+    let server = ProtoServer::start();
+    let stat = Command::new(monitor_bin())
+        .args([
+            "stat",
+            "--json",
+            "--programs",
+            "sched",
+            "--programs",
+            "requests",
+        ])
+        .args(["--pid", &server.child.id().to_string(), "--duration", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Loading the programs takes a moment; the client starts once stat is surely attached.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = server.run("keepalive");
+    let out = stat.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let route = &report["requests"]["GET /x"];
+    assert_eq!(route["count"].as_u64(), Some(sent["GET /x"]), "{report}");
+    assert_eq!(route["status"]["200"].as_u64(), Some(20));
+    assert!(route["cpu_seconds"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        route["p50_seconds"].as_f64().unwrap(),
+        route["p99_seconds"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 < 1.0, "p50 {p50}, p99 {p99}");
+}

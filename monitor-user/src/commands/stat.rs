@@ -54,6 +54,83 @@ pub struct Report {
     /// accounting the counts above are built from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait4: Option<Wait4Usage>,
+    /// With `--programs requests`: "METHOD /template" -> what its requests cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, RouteReport>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteReport {
+    /// Finished requests.
+    pub count: u64,
+    /// On-CPU time attributed to them.
+    pub cpu_seconds: f64,
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    /// HTTP status -> requests ("0": closed before any response).
+    pub status: BTreeMap<String, u64>,
+}
+
+/// The requests family's reader, running for the length of the profile.
+struct RequestsWatch {
+    tracker: crate::requests::SharedTracker,
+    stop: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl RequestsWatch {
+    fn start(events: crate::collect::ebpf::request_events::RequestEvents) -> anyhow::Result<Self> {
+        let config = crate::config::RequestsConfig::default();
+        let tracker = crate::commands::run::requests_reader::tracker(&config)?;
+        let (stop, stop_rx) = std::sync::mpsc::channel();
+        let reader = crate::commands::run::requests_reader::start(
+            events,
+            tracker.clone(),
+            &config,
+            stop_rx,
+        )?;
+        Ok(Self {
+            tracker,
+            stop,
+            reader,
+        })
+    }
+
+    /// Stops reading, ends every response still open, and reports the routes.
+    fn finish(self) -> BTreeMap<String, RouteReport> {
+        // Let the last events (and responses still being written) arrive.
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = self.stop.send(());
+        let _ = self.reader.join();
+        let Ok(mut tracker) = self.tracker.lock() else {
+            return BTreeMap::new();
+        };
+        tracker.tick(u64::MAX / 2);
+        let Some(target) = tracker.target(0) else {
+            return BTreeMap::new();
+        };
+        target
+            .ledger
+            .routes
+            .iter()
+            .map(|(route, s)| {
+                (
+                    format!("{} {}", route.method.as_str(), route.template),
+                    RouteReport {
+                        count: s.count(),
+                        cpu_seconds: s.cpu_ns as f64 / 1e9,
+                        p50_seconds: s.quantile_since(0, 0.5),
+                        p99_seconds: s.quantile_since(0, 0.99),
+                        status: s
+                            .statuses
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), *v))
+                            .collect(),
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -93,13 +170,20 @@ pub struct Switches {
 }
 
 pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
-    let probes = Probes::load(&Selection::new(&args.programs))
+    let mut probes = Probes::load(&Selection::new(&args.programs))
         .context("monitor stat needs the kernel programs")?;
     let procfs = ProcFs::system();
-    let report = match args.pid {
+    let requests = match probes.requests.take() {
+        Some(events) => Some(RequestsWatch::start(events)?),
+        None => None,
+    };
+    let mut report = match args.pid {
         Some(pid) => stat_running(procfs, probes, pid, args.duration)?,
         None => stat_command(procfs, probes, &args.command)?,
     };
+    if let Some(watch) = requests {
+        report.requests = Some(watch.finish());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -365,6 +449,7 @@ fn report(
             .collect(),
         exit_code,
         wait4: None,
+        requests: None,
     }
 }
 
@@ -433,6 +518,33 @@ fn render(r: &Report) -> String {
             secs * 1e3,
             secs * 1e6 / *count as f64
         );
+    }
+    if let Some(routes) = &r.requests {
+        let mut rows: Vec<_> = routes.iter().collect();
+        rows.sort_by(|a, b| {
+            b.1.cpu_seconds
+                .total_cmp(&a.1.cpu_seconds)
+                .then(a.0.cmp(b.0))
+        });
+        let total: u64 = routes.values().map(|x| x.count).sum();
+        let _ = writeln!(out, "\n{total:>16}  requests; routes by CPU:");
+        let _ = writeln!(
+            out,
+            "{:>16}  {:>12} {:>10} {:>10} {:>9}  route",
+            "requests", "CPU ms/req", "p50 ms", "p99 ms", "CPU %"
+        );
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.3}", s * 1e3));
+        for (route, x) in rows {
+            let _ = writeln!(
+                out,
+                "{:>16}  {:>12.3} {:>10} {:>10} {:>9.1}  {route}",
+                x.count,
+                x.cpu_seconds * 1e3 / x.count.max(1) as f64,
+                ms(x.p50_seconds),
+                ms(x.p99_seconds),
+                100.0 * x.cpu_seconds / r.oncpu_seconds.max(1e-9)
+            );
+        }
     }
     if let Some(code) = r.exit_code {
         let _ = writeln!(out, "\n exit code {code}");

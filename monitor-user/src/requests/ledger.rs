@@ -30,7 +30,6 @@ impl RouteStats {
     }
 
     /// The `q` quantile of the durations finished after `since_ns` (None without any).
-    #[allow(dead_code)] // for `monitor stat` and the p99 rules, next
     pub fn quantile_since(&self, since_ns: u64, q: f64) -> Option<f64> {
         let mut d: Vec<f64> = self
             .recent
@@ -43,7 +42,6 @@ impl RouteStats {
 }
 
 /// The `q` quantile (nearest rank) of `values`.
-#[allow(dead_code)]
 pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -60,12 +58,16 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn add_cpu(&mut self, route: &Route, ns: u64) {
-        if ns > 0 {
+        // Monitor's own requests (an empty template) are nobody's.
+        if ns > 0 && !route.template.is_empty() {
             self.stats(route).cpu_ns += ns;
         }
     }
 
     pub fn finish(&mut self, route: &Route, status: u16, at_ns: u64, duration_s: f64) {
+        if route.template.is_empty() {
+            return;
+        }
         let s = self.stats(route);
         *s.statuses.entry(status).or_default() += 1;
         let bucket = DURATION_BUCKETS

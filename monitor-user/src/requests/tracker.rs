@@ -171,8 +171,11 @@ impl Tracker {
             joined = [conn.partial.as_slice(), data].concat();
             &joined
         };
-        let lines: Vec<(Method, String)> = request_lines(buf)
-            .map(|l| (l.method, l.path.to_owned()))
+        let lines: Vec<(Method, String, bool)> = request_lines(buf)
+            .map(|l| {
+                let own = is_own_fetch(buf, l.path);
+                (l.method, l.path.to_owned(), own)
+            })
             .collect();
         let mut new = Vec::with_capacity(lines.len());
         let mut finished = Vec::new();
@@ -187,9 +190,16 @@ impl Tracker {
             // A new request on a connection that was answering: that response is complete.
             finished.extend(conn.answering.take());
             let table = &mut self.targets[slot].table;
-            for (i, (method, path)) in lines.into_iter().enumerate() {
+            for (i, (method, path, own)) in lines.into_iter().enumerate() {
                 let id = id_base + i as u64;
-                let route = table.route(method, &path);
+                let route = if own {
+                    Route {
+                        method,
+                        template: OWN_FETCH.into(),
+                    }
+                } else {
+                    table.route(method, &path)
+                };
                 conn.waiting.push_back(id);
                 new.push((id, route));
             }
@@ -401,6 +411,24 @@ impl Tracker {
     pub fn retain_processes(&mut self, alive: impl Fn(u32) -> bool) {
         self.processes.retain(|&tgid, _| alive(tgid));
     }
+}
+
+/// The query monitor's own OpenAPI fetch carries, so that request counts under no route.
+pub const OWN_FETCH_QUERY: &str = "monitor_openapi_fetch=1";
+/// The template of monitor's own requests: the ledger keeps nothing of them.
+pub const OWN_FETCH: &str = "";
+
+/// Whether the request line whose path is `path` (a slice of `buf`) is monitor's own fetch.
+fn is_own_fetch(buf: &[u8], path: &str) -> bool {
+    let start = (path.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    let Some(after) = start.checked_add(path.len()).filter(|&a| a <= buf.len()) else {
+        return false;
+    };
+    let rest = &buf[after..];
+    let target_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    rest[..target_end]
+        .windows(OWN_FETCH_QUERY.len())
+        .any(|w| w == OWN_FETCH_QUERY.as_bytes())
 }
 
 /// The state of the process `io` is from (None for a slot this daemon does not have).
@@ -623,6 +651,33 @@ mod tests {
         let statuses = &t.target(0).unwrap().ledger.routes[&b].statuses;
         assert_eq!(statuses.get(&404), Some(&1));
         assert_eq!(statuses.get(&200), Some(&1));
+    }
+
+    #[test]
+    fn monitors_own_openapi_fetch_counts_under_no_route() {
+        let mut t = tracker();
+        read(
+            &mut t,
+            LOOP,
+            5,
+            10,
+            1,
+            b"GET /openapi.json?monitor_openapi_fetch=1 HTTP/1.1\r\n\r\n",
+        );
+        write(&mut t, LOOP, 5, 20, 1, b"HTTP/1.1 200 OK\r\n");
+        read(
+            &mut t,
+            LOOP,
+            5,
+            30,
+            1,
+            b"GET /openapi.json HTTP/1.1\r\n\r\n",
+        );
+        write(&mut t, LOOP, 5, 40, 1, b"HTTP/1.1 200 OK\r\n");
+        t.tick(10 * RESPONSE_QUIET_NS);
+        let routes = &t.target(0).unwrap().ledger.routes;
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert_eq!(count(&t, "/openapi.json"), 1);
     }
 
     #[test]

@@ -409,8 +409,11 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         })
 }
 
+/// A sample's labels, in order.
+pub type Labels = Vec<(String, String)>;
+
 /// Every sample of `name`: its labels and value.
-pub fn samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+pub fn samples(text: &str, name: &str) -> Vec<(Labels, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(sample_line)
@@ -420,7 +423,7 @@ pub fn samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
 }
 
 /// (name, labels, value) of one exposition-format sample line.
-fn sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, &str)> {
+fn sample_line(line: &str) -> Option<(&str, Labels, &str)> {
     let name_end = line.find(['{', ' '])?;
     let (name, mut rest) = line.split_at(name_end);
     let mut pairs = Vec::new();

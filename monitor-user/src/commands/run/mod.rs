@@ -4,7 +4,7 @@ pub mod alerting;
 mod limits_watch;
 mod openapi_loader;
 pub mod privileges;
-mod requests_reader;
+pub mod requests_reader;
 
 use std::{
     process::ExitCode,

@@ -14,6 +14,7 @@ use crate::{
     requests::{
         SharedTracker,
         openapi::{fetch_openapi, templates_from_openapi},
+        tracker::OWN_FETCH_QUERY,
     },
 };
 
@@ -61,11 +62,14 @@ fn load(
     }
     let mut errors = Vec::new();
     for port in ports {
-        match fetch_openapi(port, path, FETCH_TIMEOUT)
+        // The marker query keeps this request out of the target's own counts.
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let marked = format!("{path}{sep}{OWN_FETCH_QUERY}");
+        match fetch_openapi(port, &marked, FETCH_TIMEOUT)
             .and_then(|body| templates_from_openapi(&body))
         {
             Ok(t) => return Ok((port, t)),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(format!("port {port} {path}: {e}")),
         }
     }
     Err(errors.join("; "))
