@@ -166,16 +166,34 @@ impl Probes {
             })?,
             Err(_) => monitor_common::MAX_TARGET_THREADS,
         };
+        let requests = selection.wants("requests");
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(monitor_common::maps::TARGET_INDEX, index_entries)
             .map_max_entries(monitor_common::maps::THREAD_STATS, thread_entries)
-            // Left out, the ring buffer is not worth its 4 MiB of kernel memory.
+            // Left out, the requests family's maps are not worth their kernel memory (the ring's
+            // 4 MiB, the preallocated connection table): each is made as small as it can be.
             .map_max_entries(
                 monitor_common::maps::REQUEST_EVENTS,
-                if selection.wants("requests") {
+                if requests {
                     monitor_common::requests::RING_BYTES
                 } else {
                     4096
+                },
+            )
+            .map_max_entries(
+                monitor_common::maps::HTTP_CONNECTIONS,
+                if requests {
+                    monitor_common::requests::MAX_HTTP_CONNECTIONS
+                } else {
+                    64
+                },
+            )
+            .map_max_entries(
+                monitor_common::maps::HTTP_PROCESSES,
+                if requests {
+                    monitor_common::requests::MAX_HTTP_PROCESSES
+                } else {
+                    64
                 },
             )
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
