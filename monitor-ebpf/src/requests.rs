@@ -19,7 +19,7 @@ use aya_ebpf::{
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use monitor_common::requests::{
@@ -42,8 +42,10 @@ pub static HTTP_CONNECTIONS: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(MAX_HTTP_CONNECTIONS, 0);
 
 /// tgid -> 1 for target processes that served HTTP: their threads' slices and wakeups are sent.
+/// An LRU map: processes that are gone (recycled workers) age out instead of filling it.
 #[map]
-pub static HTTP_PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(MAX_HTTP_PROCESSES, 0);
+pub static HTTP_PROCESSES: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(MAX_HTTP_PROCESSES, 0);
 
 /// The slice running on each CPU, when it is a target thread's.
 #[map]

@@ -36,6 +36,8 @@ use super::{
 pub const RESPONSE_QUIET_NS: u64 = 1_000_000_000;
 /// A request line split across reads is waited for up to this many bytes.
 const PARTIAL_LINE_MAX: usize = 8 * 1024;
+/// Requests waiting for their response on one connection, at most.
+const MAX_WAITING: usize = 256;
 /// State of a thread or connection unused for this long is dropped.
 const IDLE_STATE_NS: u64 = 120 * 1_000_000_000;
 
@@ -202,6 +204,12 @@ impl Tracker {
                 };
                 conn.waiting.push_back(id);
                 new.push((id, route));
+                // Pipelining deeper than any client goes: what is left is state to drop.
+                if conn.waiting.len() > MAX_WAITING
+                    && let Some(oldest) = conn.waiting.pop_front()
+                {
+                    finished.push(oldest);
+                }
             }
         }
         self.next_id += new.len() as u64;
@@ -377,13 +385,18 @@ impl Tracker {
                     conn.answering = None;
                     quiet.push(id);
                 }
+                // Requests never answered on a connection silent for long (its close unseen:
+                // close_range, an fd passed away): ended without a response, so neither their
+                // state nor a later connection on the same fd inherits them.
+                if conn.last_ns + IDLE_STATE_NS < now_ns {
+                    quiet.extend(conn.waiting.drain(..));
+                }
             }
             for id in quiet {
                 finish(&mut self.targets, p, id);
             }
-            p.connections.retain(|_, c| {
-                c.last_ns + IDLE_STATE_NS > now_ns || c.answering.is_some() || !c.waiting.is_empty()
-            });
+            p.connections
+                .retain(|_, c| c.last_ns + IDLE_STATE_NS > now_ns || c.answering.is_some());
             for th in p.threads.values_mut() {
                 if th.cpu.last_ns() + RESPONSE_QUIET_NS < now_ns {
                     let owner = th.ctx.as_ref().map(|(_, r)| r.clone());
@@ -391,8 +404,10 @@ impl Tracker {
                     book(&mut self.targets, slot, &owner, ns);
                 }
             }
+            // A thread idle for long is likely gone (threads come and go); its CPU was booked
+            // above, and if it comes back it starts afresh.
             p.threads
-                .retain(|_, t| t.cpu.last_ns() + IDLE_STATE_NS > now_ns || t.ctx.is_some());
+                .retain(|_, t| t.cpu.last_ns() + IDLE_STATE_NS > now_ns);
         }
     }
 
@@ -651,6 +666,43 @@ mod tests {
         let statuses = &t.target(0).unwrap().ledger.routes[&b].statuses;
         assert_eq!(statuses.get(&404), Some(&1));
         assert_eq!(statuses.get(&200), Some(&1));
+    }
+
+    #[test]
+    fn requests_never_answered_on_a_silent_connection_end_without_a_response() {
+        let mut t = tracker();
+        read(&mut t, LOOP, 5, 10, 1, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        t.tick(10 + RESPONSE_QUIET_NS * 2);
+        assert_eq!(count(&t, "/a/{x}"), 0, "still waiting after two seconds");
+        t.tick(10 + IDLE_STATE_NS + 1);
+        let a = Route {
+            method: Method::Get,
+            template: "/a/{x}".into(),
+        };
+        assert_eq!(
+            t.target(0).unwrap().ledger.routes[&a].statuses.get(&0),
+            Some(&1)
+        );
+        // The fd's next connection starts clean: its response answers its own request.
+        read(
+            &mut t,
+            LOOP,
+            5,
+            IDLE_STATE_NS * 2,
+            1,
+            b"GET /b/1 HTTP/1.1\r\n\r\n",
+        );
+        write(
+            &mut t,
+            LOOP,
+            5,
+            IDLE_STATE_NS * 2 + 5,
+            1,
+            b"HTTP/1.1 200 OK\r\n",
+        );
+        t.tick(IDLE_STATE_NS * 3);
+        assert_eq!(count(&t, "/b/{x}"), 1);
+        assert_eq!(count(&t, "/a/{x}"), 1);
     }
 
     #[test]
