@@ -12,7 +12,6 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs,
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -27,18 +26,6 @@ const HEALTH: &str = "/health";
 /// Work per request the app does (ms of its own thread's CPU).
 const WORK_ANALYSIS_MS: &str = "30";
 const WORK_ORDER_MS: &str = "8";
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("MONITOR_TEST_PYTHON").map(PathBuf::from).expect(
-        "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the venv with FastAPI, uvicorn and gunicorn and sets it",
-    );
-    assert!(py.exists(), "{} does not exist", py.display());
-    py
-}
-
-fn servers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Server {

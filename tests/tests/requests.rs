@@ -8,27 +8,12 @@ mod common;
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use common::*;
 use serde_json::Value;
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("MONITOR_TEST_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the test venv and sets it",
-        );
-    assert!(py.exists(), "{} does not exist", py.display());
-    py
-}
-
-fn servers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
-}
 
 struct ProtoServer {
     child: Child,

@@ -38,6 +38,20 @@ pub fn workload_bin() -> PathBuf {
     bin("WORKLOAD_BIN", "workload")
 }
 
+/// The test venv's python3, with FastAPI, uvicorn and gunicorn (made by `cargo xtask test`).
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("MONITOR_TEST_PYTHON").map(PathBuf::from).expect(
+        "MONITOR_TEST_PYTHON is not set: `cargo xtask test` makes the venv with FastAPI, uvicorn and gunicorn and sets it",
+    );
+    assert!(py.exists(), "{} does not exist", py.display());
+    py
+}
+
+/// tests/servers: the Python servers and clients the request tests start.
+pub fn servers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
+}
+
 /// These tests load BPF programs: fail loudly (never skip) when that is impossible.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
