@@ -30,7 +30,17 @@ pub mod kind {
     pub const SLICE: u8 = 4;
     /// A target thread woke another thread of its process (`peer` is the wakee's tid).
     pub const WAKE: u8 = 5;
+    /// An explicit tag: a `write(-1, "monitor:...", n)` by a target thread (it fails with
+    /// EBADF and costs one syscall); `data` holds the marker, `ret` its length.
+    pub const TAG: u8 = 6;
 }
+
+/// What an explicit tag's bytes start with (the kernel compares these 8 bytes, as a u64).
+pub const TAG_PREFIX: [u8; 8] = *b"monitor:";
+/// The fd a tag is written to: none (-1), so the write fails before it touches anything.
+pub const TAG_FD: u32 = u32::MAX;
+/// -EBADF, the result of a tag's write.
+pub const TAG_RESULT: i64 = -9;
 
 /// The start of every event.
 #[repr(C)]
@@ -47,7 +57,11 @@ pub struct EventHeader {
     pub tid: u32,
     /// The fd of READ, WRITE and CLOSE; the wakee's tid for WAKE.
     pub peer: u32,
-    /// Bytes of `data` that are valid (READ and WRITE events).
+    /// Syscalls the thread made in its current slice so far, this one included (for SLICE,
+    /// in the whole slice); 0 when the slice's start is unknown.
+    pub slice_syscalls: u32,
+    pub _pad: u32,
+    /// Bytes of `data` that are valid (READ, WRITE and TAG events).
     pub copied: u16,
     /// `kind::*`.
     pub kind: u8,
@@ -55,7 +69,7 @@ pub struct EventHeader {
     pub slot: u8,
 }
 
-/// A READ or WRITE event: the header and the first bytes moved.
+/// A READ, WRITE or TAG event: the header and the first bytes moved.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct IoEvent {
@@ -65,8 +79,8 @@ pub struct IoEvent {
 
 pub const HEADER_BYTES: usize = core::mem::size_of::<EventHeader>();
 
-const _: () = assert!(HEADER_BYTES == 40);
-const _: () = assert!(core::mem::size_of::<IoEvent>() == 40 + READ_COPY);
+const _: () = assert!(HEADER_BYTES == 48);
+const _: () = assert!(core::mem::size_of::<IoEvent>() == 48 + READ_COPY);
 
 /// The methods a followed connection's first read may start with, as the first four bytes
 /// (little-endian u32): the kernel's only string work.
@@ -119,7 +133,8 @@ pub mod io_nr {
 pub struct SliceStart {
     pub start_ns: u64,
     pub tid: u32,
-    pub _pad: u32,
+    /// Syscalls the thread has made since `start_ns` (counted at their exit).
+    pub syscalls: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SliceStart>() == 16);

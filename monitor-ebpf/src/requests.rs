@@ -6,7 +6,12 @@
 //! - each on-CPU slice of a thread of a process that serves HTTP (switch-in to switch-out): CPU
 //!   between two instants of one thread is the part of its slices between them, exactly;
 //! - wakeups between threads of such a process: how a request read by the event loop reaches the
-//!   worker thread that runs its handler.
+//!   worker thread that runs its handler;
+//! - explicit tags, `write(-1, "monitor:...")` by the application: the write fails (EBADF)
+//!   before the kernel touches anything, and its bytes name a unit of work.
+//!
+//! Every event also says how many syscalls the thread made in its running slice so far, so
+//! user space books syscalls to requests the way it books CPU.
 //!
 //! A connection is followed from the first read that starts with a request-line method; every
 //! other read pays a 4-byte copy and a compare. Processes that are not targets pay the filter.
@@ -24,7 +29,8 @@ use aya_ebpf::{
 };
 use monitor_common::requests::{
     EventHeader, IoEvent, MAX_HTTP_CONNECTIONS, MAX_HTTP_PROCESSES, METHOD_PREFIXES, READ_COPY,
-    RING_BYTES, SliceStart, WRITE_COPY, connection_key, io_nr, kind,
+    RING_BYTES, SliceStart, TAG_FD, TAG_PREFIX, TAG_RESULT, WRITE_COPY, connection_key, io_nr,
+    kind,
 };
 
 use crate::{maps::target_slot, task::task_ids};
@@ -64,6 +70,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(slot) = target_slot(tgid) else {
         return Ok(());
     };
+    count_slice_syscall(pid_tgid as u32);
     let regs: *const pt_regs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: probe reads of the syscall's saved registers.
@@ -81,6 +88,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     // SAFETY: as above.
     let fd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }? as u32;
+    if fd == TAG_FD && ret == TAG_RESULT && nr == io_nr::WRITE {
+        return send_tag(pid_tgid, slot, regs);
+    }
     let key = connection_key(tgid, fd);
     // SAFETY: the value is only tested for presence.
     let followed = unsafe { HTTP_CONNECTIONS.get(key) }.is_some();
@@ -166,11 +176,56 @@ impl Buffer {
     }
 }
 
+/// A tag: `write(-1, buf, n)` whose buffer starts with TAG_PREFIX. Its process's slices are
+/// followed from now on, as an HTTP server's are (tagged work is booked from them).
 #[inline(always)]
-fn current_slice_start(tid: u32) -> u64 {
+fn send_tag(pid_tgid: u64, slot: u32, regs: *const pt_regs) -> Result<(), i64> {
+    // SAFETY: probe reads of the saved registers and of the user buffer.
+    let (ptr, len) = unsafe {
+        (
+            bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi))?,
+            bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdx))?,
+        )
+    };
+    if len < TAG_PREFIX.len() as u64 {
+        return Ok(());
+    }
+    let head: u64 = unsafe { bpf_probe_read_user(ptr as *const u64) }?;
+    if head != u64::from_le_bytes(TAG_PREFIX) {
+        return Ok(());
+    }
+    let _ = HTTP_PROCESSES.insert((pid_tgid >> 32) as u32, 1, 0);
+    send_io(
+        pid_tgid,
+        slot,
+        kind::TAG,
+        TAG_FD,
+        len as i64,
+        ptr,
+        len,
+        READ_COPY,
+    )
+}
+
+/// One more syscall in the running slice of `tid` (when its start was seen).
+#[inline(always)]
+fn count_slice_syscall(tid: u32) {
+    if let Some(s) = SLICE_STARTS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; the program runs in the thread's own context.
+        unsafe {
+            if (*s).tid == tid && (*s).start_ns != 0 {
+                (*s).syscalls += 1;
+            }
+        }
+    }
+}
+
+/// Where the running slice of `tid` began and its syscalls so far ((0, 0) when unknown).
+#[inline(always)]
+fn current_slice(tid: u32) -> (u64, u32) {
     match SLICE_STARTS.get(0) {
-        Some(s) if s.tid == tid => s.start_ns,
-        _ => 0,
+        Some(s) if s.tid == tid => (s.start_ns, s.syscalls),
+        _ => (0, 0),
     }
 }
 
@@ -185,14 +240,17 @@ fn count_lost() {
 #[inline(always)]
 fn header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> EventHeader {
     let tid = pid_tgid as u32;
+    let (slice_start_ns, slice_syscalls) = current_slice(tid);
     EventHeader {
         // SAFETY: plain helper call.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        slice_start_ns: current_slice_start(tid),
+        slice_start_ns,
         ret,
         tgid: (pid_tgid >> 32) as u32,
         tid,
         peer,
+        slice_syscalls,
+        _pad: 0,
         copied: 0,
         kind,
         slot: slot as u8,
@@ -274,7 +332,7 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     if let Some(slot) = target_slot(prev_tgid) {
         // SAFETY: presence test only.
         if unsafe { HTTP_PROCESSES.get(prev_tgid) }.is_some() {
-            let start = current_slice_start(prev_tid);
+            let (start, syscalls) = current_slice(prev_tid);
             if start != 0 {
                 let event = EventHeader {
                     ts_ns: now,
@@ -283,6 +341,8 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
                     tgid: prev_tgid,
                     tid: prev_tid,
                     peer: 0,
+                    slice_syscalls: syscalls,
+                    _pad: 0,
                     copied: 0,
                     kind: kind::SLICE,
                     slot: slot as u8,
@@ -302,6 +362,7 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
         unsafe {
             (*s).start_ns = now;
             (*s).tid = next_tid;
+            (*s).syscalls = 0;
         }
     }
     Ok(())

@@ -65,6 +65,8 @@ pub struct RouteReport {
     pub count: u64,
     /// On-CPU time attributed to them.
     pub cpu_seconds: f64,
+    /// Syscalls made while working for them.
+    pub syscalls: u64,
     pub p50_seconds: Option<f64>,
     pub p99_seconds: Option<f64>,
     /// HTTP status -> requests ("0": closed before any response).
@@ -119,6 +121,7 @@ impl RequestsWatch {
                     RouteReport {
                         count: s.count(),
                         cpu_seconds: s.cpu_ns as f64 / 1e9,
+                        syscalls: s.syscalls,
                         p50_seconds: s.quantile_since(0, 0.5),
                         p99_seconds: s.quantile_since(0, 0.99),
                         status: s
@@ -530,16 +533,17 @@ fn render(r: &Report) -> String {
         let _ = writeln!(out, "\n{total:>16}  requests; routes by CPU:");
         let _ = writeln!(
             out,
-            "{:>16}  {:>12} {:>10} {:>10} {:>9}  route",
-            "requests", "CPU ms/req", "p50 ms", "p99 ms", "CPU %"
+            "{:>16}  {:>12} {:>12} {:>10} {:>10} {:>9}  route",
+            "requests", "CPU ms/req", "syscalls/req", "p50 ms", "p99 ms", "CPU %"
         );
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.3}", s * 1e3));
         for (route, x) in rows {
             let _ = writeln!(
                 out,
-                "{:>16}  {:>12.3} {:>10} {:>10} {:>9.1}  {route}",
+                "{:>16}  {:>12.3} {:>12.1} {:>10} {:>10} {:>9.1}  {route}",
                 x.count,
                 x.cpu_seconds * 1e3 / x.count.max(1) as f64,
+                x.syscalls as f64 / x.count.max(1) as f64,
                 ms(x.p50_seconds),
                 ms(x.p99_seconds),
                 100.0 * x.cpu_seconds / r.oncpu_seconds.max(1e-9)

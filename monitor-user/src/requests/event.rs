@@ -1,6 +1,8 @@
 //! The kernel's request events, decoded from ring-buffer records (monitor-common's layout).
 use monitor_common::requests::{EventHeader, HEADER_BYTES, kind};
 
+use super::thread_cpu::SliceSoFar;
+
 /// One event, borrowing the record's copied bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -17,12 +19,18 @@ pub enum Event<'a> {
     Close {
         io: Io,
     },
-    /// Thread `tid` ran from `start_ns` to `end_ns` without a break.
+    /// An explicit tag written by thread `io.tid`: `data` is the marker, `monitor:` first.
+    Tag {
+        io: Io,
+        data: &'a [u8],
+    },
+    /// Thread `tid` ran from `start_ns` to `end_ns` without a break, making `syscalls`.
     Slice {
         tgid: u32,
         tid: u32,
         start_ns: u64,
         end_ns: u64,
+        syscalls: u32,
     },
     /// Thread `tid` woke thread `wakee` of its process.
     Wake {
@@ -41,8 +49,8 @@ pub struct Io {
     pub slot: u8,
     pub fd: u32,
     pub ts_ns: u64,
-    /// Where the thread's running slice began, 0 when unknown.
-    pub slice_start_ns: u64,
+    /// The thread's running slice so far.
+    pub slice: SliceSoFar,
     /// Bytes moved by the syscall.
     pub len: u64,
 }
@@ -58,7 +66,10 @@ impl<'a> Event<'a> {
             slot: h.slot,
             fd: h.peer,
             ts_ns: h.ts_ns,
-            slice_start_ns: h.slice_start_ns,
+            slice: SliceSoFar {
+                start_ns: h.slice_start_ns,
+                syscalls: h.slice_syscalls,
+            },
             len: h.ret.max(0) as u64,
         };
         let data = || {
@@ -69,11 +80,13 @@ impl<'a> Event<'a> {
             kind::READ => Event::Read { io, data: data() },
             kind::WRITE => Event::Write { io, data: data() },
             kind::CLOSE => Event::Close { io },
+            kind::TAG => Event::Tag { io, data: data() },
             kind::SLICE => Event::Slice {
                 tgid: h.tgid,
                 tid: h.tid,
                 start_ns: h.slice_start_ns,
                 end_ns: h.ts_ns,
+                syscalls: h.slice_syscalls,
             },
             kind::WAKE => Event::Wake {
                 tgid: h.tgid,
@@ -110,6 +123,8 @@ mod tests {
             tgid: 7,
             tid: 8,
             peer: 9,
+            slice_syscalls: 3,
+            _pad: 0,
             copied: 4,
             kind: kind::READ,
             slot: 0,
@@ -118,7 +133,8 @@ mod tests {
         match Event::decode(&r).unwrap() {
             Event::Read { io, data } => {
                 assert_eq!(data, b"GET ");
-                assert_eq!((io.fd, io.len, io.slice_start_ns), (9, 100, 5));
+                assert_eq!((io.fd, io.len, io.slice.start_ns), (9, 100, 5));
+                assert_eq!(io.slice.syscalls, 3);
             }
             other => panic!("{other:?}"),
         }

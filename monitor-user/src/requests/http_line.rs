@@ -32,6 +32,9 @@ pub enum Method {
     Options,
     Trace,
     Patch,
+    /// Not HTTP: work the application tagged itself (`monitor:begin NAME`). Never parsed from
+    /// a request line (it is not in `ALL`).
+    Tag,
 }
 
 impl Method {
@@ -60,6 +63,7 @@ impl Method {
             Method::Options => "OPTIONS",
             Method::Trace => "TRACE",
             Method::Patch => "PATCH",
+            Method::Tag => "TAG",
         }
     }
 

@@ -2,7 +2,7 @@
 //! stat` and the alert rules read.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::route_table::Route;
+use super::{route_table::Route, thread_cpu::Work};
 
 /// Upper bounds (seconds) of `app_request_duration_seconds`' buckets.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -17,6 +17,8 @@ pub struct RouteStats {
     /// Finished requests by HTTP status (0: the connection closed before any response).
     pub statuses: BTreeMap<u16, u64>,
     pub cpu_ns: u64,
+    /// Syscalls made while the route's requests ran (booked like its CPU).
+    pub syscalls: u64,
     /// Cumulative counts per bucket of DURATION_BUCKETS (the last is +Inf).
     pub buckets: [u64; DURATION_BUCKETS.len() + 1],
     pub duration_sum_s: f64,
@@ -57,10 +59,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn add_cpu(&mut self, route: &Route, ns: u64) {
+    pub fn add_work(&mut self, route: &Route, work: Work) {
         // Monitor's own requests (an empty template) are nobody's.
-        if ns > 0 && !route.template.is_empty() {
-            self.stats(route).cpu_ns += ns;
+        if !work.is_empty() && !route.template.is_empty() {
+            let s = self.stats(route);
+            s.cpu_ns += work.cpu_ns;
+            s.syscalls += work.syscalls;
         }
     }
 

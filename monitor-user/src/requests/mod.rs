@@ -9,6 +9,7 @@ pub mod http_line;
 pub mod ledger;
 pub mod openapi;
 pub mod route_table;
+pub mod tag;
 pub mod thread_cpu;
 pub mod tracker;
 

@@ -7,6 +7,7 @@
 //! guesses wrong.
 //!
 //! Resolution order, most trusted first:
+//! 0. templates the application announced itself (`monitor:route TEMPLATE` tags, any method);
 //! 1. the user's patterns from the configuration (any method);
 //! 2. the target's OpenAPI templates for the request's method, then for any
 //!    method (a `PUT` to a path only documented for `GET` is still that path);
@@ -231,11 +232,14 @@ fn best_match<'t>(
 /// Maps (method, path) to a [`Route`], handing out at most `cap` distinct ones.
 #[derive(Debug)]
 pub struct RouteTable {
+    /// Templates the application announced, and their texts for a quick repeat check.
+    announced: Vec<Template>,
+    announced_texts: HashSet<String>,
     patterns: Vec<Template>,
     openapi: Vec<(Method, Template)>,
     /// Routes handed out so far, per method (indexed like `Method::ALL`), so a
     /// lookup by `&str` needs no allocation.
-    known: [HashSet<Arc<str>>; Method::ALL.len()],
+    known: [HashSet<Arc<str>>; Method::ALL.len() + 1],
     known_len: usize,
     cap: usize,
     dropped: u64,
@@ -250,6 +254,8 @@ impl RouteTable {
     pub fn new(patterns: &[String], cap: usize) -> Result<Self, PatternError> {
         let parsed = parse_unique(patterns.iter().map(String::as_str))?;
         Ok(RouteTable {
+            announced: Vec::new(),
+            announced_texts: HashSet::new(),
             patterns: parsed,
             openapi: Vec::new(),
             known: Default::default(),
@@ -277,6 +283,37 @@ impl RouteTable {
         rejected
     }
 
+    /// A template the application announced (a `monitor:route` tag): tried before every other
+    /// source from now on. Returns whether it is new; a malformed one is refused. At most `cap`
+    /// are kept (an application announcing raw paths would otherwise grow this forever).
+    pub fn announce(&mut self, text: &str) -> Result<bool, PatternError> {
+        if self.announced_texts.contains(text) {
+            return Ok(false);
+        }
+        let template = Template::parse(text)?;
+        if self.announced.len() >= self.cap {
+            self.dropped += 1;
+            return Ok(false);
+        }
+        self.announced_texts.insert(text.to_owned());
+        self.announced.push(template);
+        Ok(true)
+    }
+
+    /// Whether `path` matches the announced template `text` (for requests read before it was).
+    pub fn announced_matches(&self, text: &str, path: &str) -> bool {
+        let path = strip_query_and_fragment(path);
+        self.announced
+            .iter()
+            .find(|t| &*t.text == text)
+            .is_some_and(|t| best_match(std::iter::once(t), path).is_some())
+    }
+
+    /// The route of tagged work named `name`, under the same cap as requests'.
+    pub fn tag(&mut self, name: &str) -> Route {
+        self.admit(Method::Tag, TemplateText::Scratch(name))
+    }
+
     /// The route for a request. Never fails: past the cap it is
     /// `Route { method, template: "other" }`, counted by [`Self::dropped`].
     pub fn route(&mut self, method: Method, path: &str) -> Route {
@@ -284,7 +321,8 @@ impl RouteTable {
         let from_table = if path == "*" {
             None
         } else {
-            best_match(self.patterns.iter(), path)
+            best_match(self.announced.iter(), path)
+                .or_else(|| best_match(self.patterns.iter(), path))
                 .or_else(|| {
                     let same_method = self.openapi.iter().filter(|(m, _)| *m == method);
                     best_match(same_method.map(|(_, template)| template), path)
@@ -362,11 +400,12 @@ impl TemplateText<'_> {
     }
 }
 
+/// The index of `method` in `RouteTable::known`: `Method::ALL`'s, then Tag's.
 fn method_index(method: Method) -> usize {
     Method::ALL
         .iter()
         .position(|&m| m == method)
-        .unwrap_or_default()
+        .unwrap_or(Method::ALL.len())
 }
 
 /// Parses `patterns`, refusing one that matches the same paths as an earlier.

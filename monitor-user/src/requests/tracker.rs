@@ -16,9 +16,13 @@
 //!   is that request's until it is handed another one. A thread is idle when the request it was
 //!   handed has been answered (or it never had one), so the wakeups of a busy pool (the GIL
 //!   passed between workers) hand nothing.
+//! - Explicit tags (`monitor:begin NAME` ... `monitor:end`, written by the application to fd
+//!   -1) open a span on the writing thread: its CPU is the span's until the span ends, whatever
+//!   requests the thread touches meanwhile. `monitor:route TEMPLATE` announces a template.
 //! - The rest (a thread that never touches a request, CPU before the first one) is unattributed;
 //!   the exporter reports it as the target's on-CPU time minus what the routes got, so the two
 //!   add up.
+//! - Syscalls are booked with the CPU, to the same owner (the kernel counts them per slice).
 //!
 //! A request ends with the last write of its response, known when the next response starts, the
 //! connection reads another request or closes, or no write came for RESPONSE_QUIET.
@@ -29,7 +33,8 @@ use super::{
     http_line::{LineParse, Method, parse_request_line, parse_status_line, request_lines},
     ledger::Ledger,
     route_table::{Route, RouteTable},
-    thread_cpu::{Owner, ThreadCpu},
+    tag::{Marker, parse_marker},
+    thread_cpu::{Owner, SliceSoFar, ThreadCpu, Work},
 };
 
 /// A response with no write for this long is complete (keep-alive connections stay open).
@@ -40,6 +45,8 @@ const PARTIAL_LINE_MAX: usize = 8 * 1024;
 const MAX_WAITING: usize = 256;
 /// State of a thread or connection unused for this long is dropped.
 const IDLE_STATE_NS: u64 = 120 * 1_000_000_000;
+/// Tag spans open at once on one thread, at most (a `begin` past it is refused).
+const MAX_SPAN_DEPTH: usize = 16;
 
 /// The routes and totals of one target.
 pub struct TargetRequests {
@@ -60,6 +67,8 @@ struct Connection {
 
 struct Live {
     route: Route,
+    /// The request's path, for a template announced after it was read.
+    path: String,
     start_ns: u64,
     last_write_ns: u64,
     /// The final status once its status line was written.
@@ -76,6 +85,35 @@ struct Thread {
     fresh: VecDeque<u64>,
     /// The request of this thread's last response write, until it reads again.
     answered: Owner,
+    /// Tagged work open on this thread, innermost last, with when each began.
+    spans: Vec<(Route, u64)>,
+}
+
+impl Thread {
+    /// Books the thread's work up to `ts_ns` to `owner`, or to its innermost open span.
+    fn checkpoint(
+        &mut self,
+        targets: &mut [TargetRequests],
+        slot: usize,
+        ts_ns: u64,
+        slice: SliceSoFar,
+        owner: Owner,
+    ) {
+        let owner = match self.spans.last() {
+            Some((route, _)) => Some(route.clone()),
+            None => owner,
+        };
+        let work = self.cpu.checkpoint(ts_ns, slice, owner.clone());
+        book(targets, slot, &owner, work);
+    }
+
+    /// Who the thread works for when no event says otherwise.
+    fn current_owner(&self) -> Owner {
+        match self.spans.last() {
+            Some((route, _)) => Some(route.clone()),
+            None => self.ctx.as_ref().map(|(_, r)| r.clone()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,6 +132,9 @@ pub struct Tracker {
     pub undecodable: u64,
     /// Events the kernel's ring buffer had no room for (set by the reader).
     pub events_lost: u64,
+    /// Tags that were not understood (an unknown verb, an `end` with no span open, a template
+    /// that does not parse, a span past MAX_SPAN_DEPTH).
+    pub bad_tags: u64,
     /// Processes seen for the first time since the last `take_new_processes`.
     new_processes: Vec<u32>,
 }
@@ -107,6 +148,7 @@ impl Tracker {
             next_id: 1,
             undecodable: 0,
             events_lost: 0,
+            bad_tags: 0,
             new_processes: Vec::new(),
         }
     }
@@ -128,19 +170,21 @@ impl Tracker {
             Event::Read { io, data } => self.read(io, data),
             Event::Write { io, data } => self.write(io, data),
             Event::Close { io } => self.close(io),
+            Event::Tag { io, data } => self.tag(io, data),
             Event::Slice {
                 tgid,
                 tid,
                 start_ns,
                 end_ns,
+                syscalls,
             } => {
                 let Some(p) = self.processes.get_mut(&tgid) else {
                     return;
                 };
                 let slot = p.slot;
                 let th = p.threads.entry(tid).or_default();
-                if let Some((owner, ns)) = th.cpu.slice(start_ns, end_ns) {
-                    book(&mut self.targets, slot, &owner, ns);
+                if let Some((owner, work)) = th.cpu.slice(start_ns, end_ns, syscalls) {
+                    book(&mut self.targets, slot, &owner, work);
                 }
             }
             Event::Wake {
@@ -152,14 +196,23 @@ impl Tracker {
         }
     }
 
+    /// The target list and the state of `io`'s process (None for a slot this daemon lacks).
+    fn at(&mut self, io: &Io) -> Option<(&mut [TargetRequests], &mut Process)> {
+        let slot = usize::from(io.slot);
+        if slot >= self.targets.len() {
+            return None;
+        }
+        if !self.processes.contains_key(&io.tgid) {
+            self.new_processes.push(io.tgid);
+        }
+        let p = self.processes.entry(io.tgid).or_default();
+        p.slot = slot;
+        Some((&mut self.targets, p))
+    }
+
     fn read(&mut self, io: Io, data: &[u8]) {
         let id_base = self.next_id;
-        let Some(p) = process(
-            &mut self.processes,
-            &mut self.new_processes,
-            self.targets.len(),
-            &io,
-        ) else {
+        let Some((targets, p)) = self.at(&io) else {
             return;
         };
         let slot = p.slot;
@@ -191,7 +244,7 @@ impl Tracker {
             conn.partial.clear();
             // A new request on a connection that was answering: that response is complete.
             finished.extend(conn.answering.take());
-            let table = &mut self.targets[slot].table;
+            let table = &mut targets[slot].table;
             for (i, (method, path, own)) in lines.into_iter().enumerate() {
                 let id = id_base + i as u64;
                 let route = if own {
@@ -203,7 +256,7 @@ impl Tracker {
                     table.route(method, &path)
                 };
                 conn.waiting.push_back(id);
-                new.push((id, route));
+                new.push((id, route, path));
                 // Pipelining deeper than any client goes: what is left is state to drop.
                 if conn.waiting.len() > MAX_WAITING
                     && let Some(oldest) = conn.waiting.pop_front()
@@ -212,13 +265,14 @@ impl Tracker {
                 }
             }
         }
-        self.next_id += new.len() as u64;
+        let new_requests = new.len() as u64;
         let conn_request = conn.answering.or(conn.waiting.front().copied());
-        for (id, route) in &new {
+        for (id, route, path) in &mut new {
             p.live.insert(
                 *id,
                 Live {
                     route: route.clone(),
+                    path: std::mem::take(path),
                     start_ns: io.ts_ns,
                     last_write_ns: io.ts_ns,
                     status: None,
@@ -231,17 +285,15 @@ impl Tracker {
         // the next poll): that request's cost, not the next one's.
         let answered = th.answered.take();
         let owner: Owner = answered.or_else(|| match new.first() {
-            Some((_, route)) => Some(route.clone()),
+            Some((_, route, _)) => Some(route.clone()),
             None => conn_request
                 .and_then(|id| p.live.get(&id))
                 .map(|l| l.route.clone()),
         });
-        let ns = th
-            .cpu
-            .checkpoint(io.ts_ns, io.slice_start_ns, owner.clone());
-        if let Some((id, route)) = new.last() {
+        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
+        if let Some((id, route, _)) = new.last() {
             th.ctx = Some((*id, route.clone()));
-            th.fresh.extend(new.iter().map(|(id, _)| *id));
+            th.fresh.extend(new.iter().map(|(id, _, _)| *id));
             if th.fresh.len() > 64 {
                 let live = &p.live;
                 th.fresh.retain(|id| {
@@ -250,19 +302,14 @@ impl Tracker {
                 });
             }
         }
-        book(&mut self.targets, slot, &owner, ns);
         for id in finished {
-            finish(&mut self.targets, p, id);
+            finish(targets, p, id);
         }
+        self.next_id += new_requests;
     }
 
     fn write(&mut self, io: Io, data: &[u8]) {
-        let Some(p) = process(
-            &mut self.processes,
-            &mut self.new_processes,
-            self.targets.len(),
-            &io,
-        ) else {
+        let Some((targets, p)) = self.at(&io) else {
             return;
         };
         let slot = p.slot;
@@ -298,22 +345,14 @@ impl Tracker {
             th.answered = owner.clone();
         }
         let owner = owner.or_else(|| th.ctx.as_ref().map(|(_, r)| r.clone()));
-        let ns = th
-            .cpu
-            .checkpoint(io.ts_ns, io.slice_start_ns, owner.clone());
-        book(&mut self.targets, slot, &owner, ns);
+        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
         if let Some(id) = finished {
-            finish(&mut self.targets, p, id);
+            finish(targets, p, id);
         }
     }
 
     fn close(&mut self, io: Io) {
-        let Some(p) = process(
-            &mut self.processes,
-            &mut self.new_processes,
-            self.targets.len(),
-            &io,
-        ) else {
+        let Some((targets, p)) = self.at(&io) else {
             return;
         };
         let slot = p.slot;
@@ -326,12 +365,74 @@ impl Tracker {
             .and_then(|id| p.live.get(&id))
             .map(|l| l.route.clone());
         let th = p.threads.entry(io.tid).or_default();
-        let ns = th
-            .cpu
-            .checkpoint(io.ts_ns, io.slice_start_ns, owner.clone());
-        book(&mut self.targets, slot, &owner, ns);
+        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
         for id in conn.answering.into_iter().chain(conn.waiting) {
-            finish(&mut self.targets, p, id);
+            finish(targets, p, id);
+        }
+    }
+
+    /// An explicit tag: a span begins or ends on the thread, or a template is announced.
+    fn tag(&mut self, io: Io, data: &[u8]) {
+        // A marker longer than the kernel copies is cut: refused rather than misread.
+        let marker = (data.len() as u64 == io.len)
+            .then(|| parse_marker(data))
+            .flatten();
+        let Some(marker) = marker else {
+            self.bad_tags += 1;
+            return;
+        };
+        let Some((targets, p)) = self.at(&io) else {
+            return;
+        };
+        let slot = p.slot;
+        let understood = match marker {
+            Marker::Begin(name) => {
+                let route = targets[slot].table.tag(name);
+                let th = p.threads.entry(io.tid).or_default();
+                if th.spans.len() < MAX_SPAN_DEPTH {
+                    let before = th.answered.clone().or_else(|| th.current_owner());
+                    th.checkpoint(targets, slot, io.ts_ns, io.slice, before);
+                    th.spans.push((route, io.ts_ns));
+                    true
+                } else {
+                    false
+                }
+            }
+            Marker::End(status) => {
+                let th = p.threads.entry(io.tid).or_default();
+                if th.spans.is_empty() {
+                    false
+                } else {
+                    th.checkpoint(targets, slot, io.ts_ns, io.slice, None);
+                    let (route, start_ns) = th.spans.pop().expect("not empty");
+                    let seconds = io.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
+                    targets[slot]
+                        .ledger
+                        .finish(&route, status, io.ts_ns, seconds);
+                    true
+                }
+            }
+            Marker::Route(template) => {
+                let table = &mut targets[slot].table;
+                match table.announce(template) {
+                    Ok(true) => {
+                        // Requests read before the announcement that it names take its route.
+                        for l in p.live.values_mut() {
+                            if !l.route.template.is_empty()
+                                && table.announced_matches(template, &l.path)
+                            {
+                                l.route = table.route(l.route.method, &l.path);
+                            }
+                        }
+                        true
+                    }
+                    Ok(false) => true,
+                    Err(_) => false,
+                }
+            }
+        };
+        if !understood {
+            self.bad_tags += 1;
         }
     }
 
@@ -364,9 +465,14 @@ impl Tracker {
         };
         let th = p.threads.entry(wakee).or_default();
         let before: Owner = th.ctx.as_ref().map(|(_, r)| r.clone());
-        let ns = th.cpu.checkpoint(ts_ns, 0, before.clone());
+        th.checkpoint(
+            &mut self.targets,
+            slot,
+            ts_ns,
+            SliceSoFar::default(),
+            before,
+        );
         th.ctx = Some(handed);
-        book(&mut self.targets, slot, &before, ns);
     }
 
     /// Ends responses that went quiet, books the CPU of threads that went quiet to their
@@ -399,15 +505,16 @@ impl Tracker {
                 .retain(|_, c| c.last_ns + IDLE_STATE_NS > now_ns || c.answering.is_some());
             for th in p.threads.values_mut() {
                 if th.cpu.last_ns() + RESPONSE_QUIET_NS < now_ns {
-                    let owner = th.ctx.as_ref().map(|(_, r)| r.clone());
-                    let ns = th.cpu.take_pending();
-                    book(&mut self.targets, slot, &owner, ns);
+                    let owner = th.current_owner();
+                    let work = th.cpu.take_pending();
+                    book(&mut self.targets, slot, &owner, work);
                 }
             }
             // A thread idle for long is likely gone (threads come and go); its CPU was booked
-            // above, and if it comes back it starts afresh.
+            // above, and if it comes back it starts afresh. One inside a tagged span is waiting
+            // for work of that span (a job blocked on I/O) and is kept.
             p.threads
-                .retain(|_, t| t.cpu.last_ns() + IDLE_STATE_NS > now_ns);
+                .retain(|_, t| t.cpu.last_ns() + IDLE_STATE_NS > now_ns || !t.spans.is_empty());
         }
     }
 
@@ -446,28 +553,9 @@ fn is_own_fetch(buf: &[u8], path: &str) -> bool {
         .any(|w| w == OWN_FETCH_QUERY.as_bytes())
 }
 
-/// The state of the process `io` is from (None for a slot this daemon does not have).
-fn process<'a>(
-    processes: &'a mut HashMap<u32, Process>,
-    new_processes: &mut Vec<u32>,
-    slots: usize,
-    io: &Io,
-) -> Option<&'a mut Process> {
-    let slot = usize::from(io.slot);
-    if slot >= slots {
-        return None;
-    }
-    if !processes.contains_key(&io.tgid) {
-        new_processes.push(io.tgid);
-    }
-    let p = processes.entry(io.tgid).or_default();
-    p.slot = slot;
-    Some(p)
-}
-
-fn book(targets: &mut [TargetRequests], slot: usize, owner: &Owner, ns: u64) {
+fn book(targets: &mut [TargetRequests], slot: usize, owner: &Owner, work: Work) {
     if let (Some(route), Some(t)) = (owner, targets.get_mut(slot)) {
-        t.ledger.add_cpu(route, ns);
+        t.ledger.add_work(route, work);
     }
 }
 
@@ -484,7 +572,7 @@ fn finish(targets: &mut [TargetRequests], p: &mut Process, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::{event::Io, http_line::Method};
+    use crate::requests::{event::Io, http_line::Method, ledger::RouteStats};
 
     const P: u32 = 100;
     const LOOP: u32 = 100;
@@ -504,7 +592,10 @@ mod tests {
             slot: 0,
             fd,
             ts_ns: ts,
-            slice_start_ns: slice_start,
+            slice: SliceSoFar {
+                start_ns: slice_start,
+                syscalls: 0,
+            },
             len: len as u64,
         }
     }
@@ -529,6 +620,7 @@ mod tests {
             tid,
             start_ns: start,
             end_ns: end,
+            syscalls: 0,
         });
     }
 
@@ -556,6 +648,84 @@ mod tests {
             .routes
             .get(&route)
             .map_or(0, |s| s.count())
+    }
+
+    fn tag(t: &mut Tracker, tid: u32, ts: u64, start: u64, syscalls: u32, marker: &str) {
+        let mut io = io(tid, u32::MAX, ts, start, marker.len());
+        io.slice.syscalls = syscalls;
+        t.event(Event::Tag {
+            io,
+            data: marker.as_bytes(),
+        });
+    }
+
+    fn tagged(t: &Tracker, name: &str) -> Option<RouteStats> {
+        let route = Route {
+            method: Method::Tag,
+            template: name.into(),
+        };
+        t.target(0).unwrap().ledger.routes.get(&route).cloned()
+    }
+
+    #[test]
+    fn a_tagged_span_takes_its_threads_cpu_and_syscalls_even_inside_a_request() {
+        let mut t = tracker();
+        const JOB: u32 = 102;
+        // A job thread: 100..600 in one slice, tagged from 200 (3 syscalls so far) to 500 (10).
+        tag(&mut t, JOB, 200, 100, 3, "monitor:begin nightly");
+        tag(&mut t, JOB, 500, 100, 10, "monitor:end");
+        slice(&mut t, JOB, 100, 600);
+        let s = tagged(&t, "nightly").unwrap();
+        assert_eq!((s.cpu_ns, s.syscalls, s.count()), (300, 7, 1));
+        assert_eq!(s.statuses.get(&0), Some(&1));
+        // Inside an HTTP request on the loop thread, a span gets the CPU while it is open.
+        read(&mut t, LOOP, 5, 1000, 990, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        tag(&mut t, LOOP, 1100, 990, 0, "monitor:begin score");
+        tag(&mut t, LOOP, 1400, 990, 0, "monitor:end 500");
+        write(&mut t, LOOP, 5, 1500, 990, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(cpu(&t, "/a/{x}"), 10 + 100 + 100);
+        let s = tagged(&t, "score").unwrap();
+        assert_eq!((s.cpu_ns, s.statuses.get(&500)), (300, Some(&1)));
+        // Nonsense is counted, not booked.
+        tag(&mut t, LOOP, 1600, 990, 0, "monitor:end");
+        tag(&mut t, LOOP, 1700, 990, 0, "monitor:frobnicate");
+        assert_eq!(t.bad_tags, 2);
+    }
+
+    #[test]
+    fn an_announced_template_names_the_request_being_handled_and_later_ones() {
+        let mut t = tracker();
+        read(&mut t, LOOP, 5, 10, 1, b"GET /orders/17 HTTP/1.1\r\n\r\n");
+        tag(&mut t, LOOP, 20, 1, 0, "monitor:route /orders/{order_id}");
+        write(&mut t, LOOP, 5, 30, 1, b"HTTP/1.1 200 OK\r\n");
+        read(&mut t, LOOP, 5, 40, 1, b"GET /orders/18 HTTP/1.1\r\n\r\n");
+        write(&mut t, LOOP, 5, 50, 1, b"HTTP/1.1 200 OK\r\n");
+        t.tick(10 * RESPONSE_QUIET_NS);
+        assert_eq!(count(&t, "/orders/{order_id}"), 2);
+        assert_eq!(count(&t, "/orders/{id}"), 0);
+    }
+
+    #[test]
+    fn syscalls_are_booked_with_the_cpu() {
+        let mut t = tracker();
+        let mut r = io(LOOP, 5, 100, 90, 20);
+        r.slice.syscalls = 4;
+        t.event(Event::Read {
+            io: r,
+            data: b"GET /a/1 HTTP/1.1\r\n",
+        });
+        let mut w = io(LOOP, 5, 300, 90, 17);
+        w.slice.syscalls = 9;
+        t.event(Event::Write {
+            io: w,
+            data: b"HTTP/1.1 200 OK\r\n",
+        });
+        let a = Route {
+            method: Method::Get,
+            template: "/a/{x}".into(),
+        };
+        // The 4 syscalls up to the read belong to it too (waking up for it, reading it).
+        assert_eq!(t.target(0).unwrap().ledger.routes[&a].syscalls, 9);
     }
 
     #[test]

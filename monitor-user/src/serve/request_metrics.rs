@@ -16,11 +16,13 @@ use crate::requests::{SharedTracker, ledger::DURATION_BUCKETS};
 const REQUESTS: &str = "app_requests_total";
 const DURATION: &str = "app_request_duration_seconds";
 const CPU: &str = "app_request_cpu_seconds_total";
+const SYSCALLS: &str = "app_request_syscalls_total";
 const UNATTRIBUTED: &str = "app_unattributed_cpu_seconds_total";
 const LOST: &str = "monitor_request_events_lost_total";
 const DROPPED: &str = "monitor_request_routes_dropped_total";
+const BAD_TAGS: &str = "monitor_request_bad_tags_total";
 
-const FAMILIES: [(&str, &str, &[&str]); 6] = [
+const FAMILIES: [(&str, &str, &[&str]); 8] = [
     (
         REQUESTS,
         "Finished HTTP requests by method, route template and status (0: closed before any response)",
@@ -37,6 +39,11 @@ const FAMILIES: [(&str, &str, &[&str]); 6] = [
         &["target", "method", "route"],
     ),
     (
+        SYSCALLS,
+        "Syscalls made by the threads while they worked for requests of each route",
+        &["target", "method", "route"],
+    ),
+    (
         UNATTRIBUTED,
         "On-CPU time of the target that belongs to no request (app_oncpu_seconds_total minus the routes' CPU)",
         &["target"],
@@ -49,6 +56,11 @@ const FAMILIES: [(&str, &str, &[&str]); 6] = [
     (
         DROPPED,
         "Requests counted under the route other because the target reached its cap of distinct routes",
+        &["target"],
+    ),
+    (
+        BAD_TAGS,
+        "Explicit tags (monitor:... written to fd -1) that were not understood (README: Explicit tags)",
         &["target"],
     ),
 ];
@@ -142,7 +154,8 @@ impl Collector for RequestMetrics {
         let ledger = &target.ledger;
         let mut routes: Vec<_> = ledger.routes.iter().collect();
         routes.sort_by(|a, b| (a.0.method, &*a.0.template).cmp(&(b.0.method, &*b.0.template)));
-        let (mut requests, mut durations, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut requests, mut durations) = (Vec::new(), Vec::new());
+        let (mut cpu, mut syscalls) = (Vec::new(), Vec::new());
         for (route, stats) in routes {
             let (method, template) = (route.method.as_str(), &*route.template);
             for (status, n) in &stats.statuses {
@@ -160,6 +173,10 @@ impl Collector for RequestMetrics {
             cpu.push(counter(
                 &[("target", t), ("method", method), ("route", template)],
                 stats.cpu_ns as f64 / 1e9,
+            ));
+            syscalls.push(counter(
+                &[("target", t), ("method", method), ("route", template)],
+                stats.syscalls as f64,
             ));
             if stats.count() > 0 {
                 let mut h = Histogram::default();
@@ -200,6 +217,7 @@ impl Collector for RequestMetrics {
             family(REQUESTS, MetricType::COUNTER, requests),
             family(DURATION, MetricType::HISTOGRAM, durations),
             family(CPU, MetricType::COUNTER, cpu),
+            family(SYSCALLS, MetricType::COUNTER, syscalls),
             family(
                 UNATTRIBUTED,
                 MetricType::COUNTER,
@@ -214,6 +232,11 @@ impl Collector for RequestMetrics {
                 DROPPED,
                 MetricType::COUNTER,
                 vec![counter(&[("target", t)], target.table.dropped() as f64)],
+            ),
+            family(
+                BAD_TAGS,
+                MetricType::COUNTER,
+                vec![counter(&[("target", t)], tracker.bad_tags as f64)],
             ),
         ]
         .into_iter()
