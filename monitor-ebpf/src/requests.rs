@@ -75,15 +75,17 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let ret: i64 = ctx.arg(1);
     // SAFETY: probe reads of the syscall's saved registers.
     let nr = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as u32;
-    let io = match nr {
-        io_nr::READ | io_nr::RECVFROM => Io::Read(Buffer::Plain),
-        io_nr::READV => Io::Read(Buffer::Iovec),
-        io_nr::RECVMSG => Io::Read(Buffer::Msghdr),
-        io_nr::WRITE | io_nr::SENDTO => Io::Write(Buffer::Plain),
-        io_nr::WRITEV => Io::Write(Buffer::Iovec),
-        io_nr::SENDMSG => Io::Write(Buffer::Msghdr),
-        io_nr::SENDFILE => Io::Write(Buffer::None),
-        io_nr::CLOSE => Io::Close,
+    // Every arm defines both halves: an enum with payloads here once left the verifier an
+    // uninitialised register to spill on the close path.
+    let (io, buffer) = match nr {
+        io_nr::READ | io_nr::RECVFROM => (Io::Read, Buffer::Plain),
+        io_nr::READV => (Io::Read, Buffer::Iovec),
+        io_nr::RECVMSG => (Io::Read, Buffer::Msghdr),
+        io_nr::WRITE | io_nr::SENDTO => (Io::Write, Buffer::Plain),
+        io_nr::WRITEV => (Io::Write, Buffer::Iovec),
+        io_nr::SENDMSG => (Io::Write, Buffer::Msghdr),
+        io_nr::SENDFILE => (Io::Write, Buffer::None),
+        io_nr::CLOSE => (Io::Close, Buffer::None),
         _ => return Ok(()),
     };
     // SAFETY: as above.
@@ -101,7 +103,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 send_header(pid_tgid, slot, kind::CLOSE, fd, 0)?;
             }
         }
-        Io::Read(buffer) if ret > 0 => {
+        Io::Read if ret > 0 => {
             // SAFETY: as above.
             let arg = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?;
             let (ptr, len) = buffer.first(arg, ret as u64)?;
@@ -118,7 +120,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
             send_io(pid_tgid, slot, kind::READ, fd, ret, ptr, len, READ_COPY)?;
         }
-        Io::Write(buffer) if ret > 0 && followed => {
+        Io::Write if ret > 0 && followed => {
             let (ptr, len) = match buffer {
                 Buffer::None => (0, 0),
                 // SAFETY: as above.
@@ -134,9 +136,10 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+#[derive(Clone, Copy)]
 enum Io {
-    Read(Buffer),
-    Write(Buffer),
+    Read,
+    Write,
     Close,
 }
 

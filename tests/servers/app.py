@@ -10,7 +10,8 @@ The two kinds of FastAPI endpoint run in different threads: a `def` endpoint on 
 thread (the event loop hands it over), an `async def` endpoint on the event-loop thread itself.
 
 Environment: APP_WORK_ANALYSIS_MS (default 20), APP_WORK_ORDER_MS (5), APP_WORK_POST_MS (1): the
-CPU each request of those routes burns; APP_STATS_DIR: where to write the per-process totals.
+CPU each request of those routes burns; APP_STATS_DIR: where to write the per-process totals;
+APP_MONITOR_ROUTES=1: wrap the app in integrations/python's MonitorRoutes middleware.
 
     uvicorn app:app --loop uvloop --http httptools      # or --loop asyncio --http h11
     gunicorn -k uvicorn.workers.UvicornWorker -w 2 app:app
@@ -137,3 +138,15 @@ async def ping():
 @app.get("/_stats")
 def stats():
     return _snapshot()
+
+
+if os.environ.get("APP_MONITOR_ROUTES"):
+    # The repo's ASGI middleware: the app names its route templates itself (explicit tags).
+    import sys
+
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "integrations", "python")
+    )
+    from monitor_tags import MonitorRoutes
+
+    app = MonitorRoutes(app)

@@ -42,6 +42,10 @@ struct App {
 
 impl App {
     fn start(server: Server) -> Self {
+        Self::start_env(server, &[])
+    }
+
+    fn start_env(server: Server, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let stats = tempfile::tempdir().unwrap();
         let p = port.to_string();
@@ -79,6 +83,7 @@ impl App {
             .env("APP_WORK_ANALYSIS_MS", WORK_ANALYSIS_MS)
             .env("APP_WORK_ORDER_MS", WORK_ORDER_MS)
             .env("APP_STATS_DIR", stats.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -346,4 +351,48 @@ fn gunicorn_uvicorn_workers_one_client() {
 #[test]
 fn gunicorn_uvicorn_workers_four_clients() {
     check(Server::Gunicorn, 4);
+}
+
+/// The repo's ASGI middleware (integrations/python/monitor_tags.py) announces each route's
+/// template: with the OpenAPI fetch off, the routes are the app's own templates from the first
+/// request on, where the heuristic alone would make one route per symbol.
+#[test]
+fn the_asgi_middleware_names_the_routes_with_openapi_off() {
+    require_root();
+    let app = App::start_env(Server::Asyncio, &[("APP_MONITOR_ROUTES", "1")]);
+    let daemon = Daemon::start_with(
+        &["--pid", &app.child.id().to_string()],
+        &[
+            "--programs",
+            "sched",
+            "--programs",
+            "requests",
+            "--require-ebpf",
+        ],
+        "[requests]\nopenapi = false\n",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = app.load(4, 10, "analysis=1,order=1,health=1");
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = daemon.metrics_text();
+    let routes: Vec<String> = samples(&m, "app_requests_total")
+        .into_iter()
+        .map(|(labels, _)| format!("{labels:?}"))
+        .collect();
+    for (route, key) in [
+        (ANALYSIS, "GET /api/analysis/{symbol}"),
+        (ORDER, "GET /api/orders/{order_id}"),
+        (HEALTH, "GET /health"),
+    ] {
+        assert_eq!(
+            requests_of(&m, route) as u64,
+            sent[key],
+            "{route}: requests counted under the app's template; series: {routes:#?}"
+        );
+    }
+    assert_eq!(
+        routes.len(),
+        3,
+        "only the three templates, no heuristic routes: {routes:#?}"
+    );
 }

@@ -213,3 +213,68 @@ fn stat_prints_the_routes_with_their_counts_cpu_latency_and_statuses() {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 < 1.0, "p50 {p50}, p99 {p99}");
 }
+
+/// Explicit tags from integrations/python/monitor_tags.py in background jobs whose work is
+/// known (tests/servers/tagged_jobs.py): each tag's count and statuses are exact, its CPU is
+/// what its thread measured around the tagged blocks, its syscalls what the jobs made by
+/// construction (getppid calls and the end markers); the untagged main thread's CPU (about
+/// as much as report-b's) is in none of them.
+#[test]
+fn explicit_tags_get_their_threads_cpu_and_syscalls() {
+    require_root();
+    let out = Command::new(monitor_bin())
+        .args([
+            "stat",
+            "--json",
+            "--programs",
+            "sched",
+            "--programs",
+            "requests",
+            "--",
+        ])
+        .arg(python())
+        .arg(servers_dir().join("tagged_jobs.py"))
+        .arg("30")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "monitor stat failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with('{'));
+    let truth: Value = serde_json::from_str(lines.next().expect("the jobs' report")).unwrap();
+    let report: Value = serde_json::from_str(lines.next().expect("monitor's report")).unwrap();
+    let routes = &report["requests"];
+    assert_eq!(
+        routes.as_object().map(|o| o.len()),
+        Some(2),
+        "two tags and nothing else: {routes}"
+    );
+    for name in ["TAG report-a", "TAG report-b"] {
+        let (got, want) = (&routes[name], &truth[name]);
+        let count = want["count"].as_u64().unwrap();
+        let failed = want["failed"].as_u64().unwrap();
+        assert_eq!(got["count"].as_u64(), Some(count), "{name}: {got}");
+        assert_eq!(got["status"]["500"].as_u64().unwrap_or(0), failed, "{name}");
+        assert_eq!(
+            got["status"]["0"].as_u64().unwrap_or(0),
+            count - failed,
+            "{name}"
+        );
+        let cpu = got["cpu_seconds"].as_f64().unwrap();
+        let cpu_truth = want["cpu_seconds"].as_f64().unwrap();
+        eprintln!(
+            "{name}: {cpu:.4} s CPU against {cpu_truth:.4} s the thread measured, {} syscalls against {}",
+            got["syscalls"], want["syscalls"]
+        );
+        assert_within(&format!("{name} CPU"), cpu, cpu_truth, 0.05);
+        // The interpreter's own syscalls inside a block (an allocation's mmap) are few.
+        let (syscalls, made) = (
+            got["syscalls"].as_u64().unwrap(),
+            want["syscalls"].as_u64().unwrap(),
+        );
+        assert!(
+            syscalls >= made && syscalls <= made + made / 100 + 2 * count,
+            "{name}: {syscalls} syscalls booked, {made} made in the tagged blocks"
+        );
+    }
+}
