@@ -32,15 +32,18 @@ use serde::{Deserialize, Serialize};
 use super::{
     Alert, AlertStatus, Severity,
     clock::Now,
-    rules::{Condition, Direction, Rule, UP, unit},
+    rules::{Condition, Direction, Rule, UP, is_route_metric, unit},
     trend::{self, Series},
 };
+use crate::model::route_rates::RouteInterval;
 
 /// The values of the series at one instant, keyed by [`super::rules::METRICS`] names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     pub at: Now,
     pub values: BTreeMap<&'static str, f64>,
+    /// Request types over the last interval, by selector (`GET /t`, `/t`, `TAG n`; `` for all).
+    pub routes: BTreeMap<String, RouteInterval>,
 }
 
 impl Snapshot {
@@ -433,11 +436,18 @@ fn elapsed(from: Instant, to: Instant) -> Duration {
 }
 
 fn observe(rule: &Rule, state: &mut RuleState, snapshot: &Snapshot) -> Option<Observation> {
-    let value = snapshot
-        .values
-        .get(rule.metric)
-        .copied()
-        .filter(|v| v.is_finite())?;
+    let value = if is_route_metric(rule.metric) {
+        // A selector with no request yet has no value: not zero, as for any absent series.
+        let r = snapshot.routes.get(rule.route.as_deref().unwrap_or(""))?;
+        match rule.metric {
+            "request_rate" => Some(r.requests_per_sec),
+            "request_cpu_percent" => Some(r.cpu_percent),
+            _ => r.p99_seconds,
+        }
+    } else {
+        snapshot.values.get(rule.metric).copied()
+    }
+    .filter(|v| v.is_finite())?;
     match &rule.condition {
         Condition::Threshold {
             direction,
@@ -511,6 +521,9 @@ fn labels(rule: &Rule, options: &EngineOptions) -> BTreeMap<String, String> {
         ("target".to_string(), options.target.clone()),
         ("instance".to_string(), options.instance.clone()),
     ]);
+    if let Some(route) = &rule.route {
+        labels.insert("route".into(), route.clone());
+    }
     labels.extend(rule.labels.clone());
     labels
 }
@@ -616,8 +629,11 @@ fn texts(
     obs: &Observation,
     status: AlertStatus,
 ) -> BTreeMap<String, String> {
-    let m = rule.metric;
-    let u = unit(m);
+    let u = unit(rule.metric);
+    let m = match &rule.route {
+        Some(route) => format!("{} of {route}", rule.metric),
+        None => rule.metric.to_owned(),
+    };
     let on = if options.target.is_empty() {
         String::new()
     } else {
@@ -786,6 +802,7 @@ mod tests {
 
     fn snap(secs: u64, values: &[(&'static str, f64)]) -> Snapshot {
         Snapshot {
+            routes: BTreeMap::new(),
             at: at(secs),
             values: values.iter().copied().collect(),
         }
@@ -852,6 +869,7 @@ mod tests {
                     wall: wall(s),
                 },
                 values,
+                routes: BTreeMap::new(),
             };
             for a in engine.evaluate(&snapshot) {
                 out.push((s, a));
@@ -869,6 +887,50 @@ mod tests {
     }
 
     const BIG: &str = "[[rule]]\nname = \"Big\"\nmetric = \"rss_mb\"\nabove = 80\nfor = \"30s\"\n";
+
+    #[test]
+    fn a_route_rule_watches_its_route_and_names_it() {
+        use crate::model::route_rates::RouteInterval;
+        let rules = super::super::rules::parse_rules(
+            "[[rule]]\nname = \"SlowOrders\"\nmetric = \"request_p99_seconds\"\nroute = \"GET /o/{id}\"\nabove = 0.5\n",
+            std::path::Path::new("m.toml"),
+        )
+        .unwrap();
+        let mut engine = Engine::new(rules, EngineOptions::default());
+        let mut fired = Vec::new();
+        for s in 0..4u64 {
+            let mut snapshot = snap(s * 5, &[("up", 1.0)]);
+            let p99 = if s >= 2 { 0.9 } else { 0.1 };
+            snapshot.routes.insert(
+                "GET /o/{id}".into(),
+                RouteInterval {
+                    requests_per_sec: 10.0,
+                    cpu_percent: 5.0,
+                    p99_seconds: Some(p99),
+                },
+            );
+            // Another route being slow is not this rule's business.
+            snapshot.routes.insert(
+                "GET /other".into(),
+                RouteInterval {
+                    requests_per_sec: 1.0,
+                    cpu_percent: 1.0,
+                    p99_seconds: Some(5.0),
+                },
+            );
+            fired.extend(engine.evaluate(&snapshot).into_iter().map(|a| (s, a)));
+        }
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let (at, alert) = &fired[0];
+        assert_eq!(*at, 2);
+        assert_eq!(alert.labels["route"], "GET /o/{id}");
+        assert!(
+            alert.annotations["summary"]
+                .contains("request_p99_seconds of GET /o/{id} above 0.50 s"),
+            "{:?}",
+            alert.annotations
+        );
+    }
 
     #[test]
     fn pending_firing_resolved_with_exact_timing() {

@@ -1,18 +1,23 @@
 //! What the alert stages read of the model: the named series rules watch and the interval the
-//! spike detector compares. Here, not in the model, so that the model knows nothing downstream.
+//! spike detector compares, request types included. Here, not in the model, so that the model
+//! knows nothing downstream.
 use std::{
     collections::BTreeMap,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use super::{clock::Now, engine::Snapshot, rules::UP, spike::Interval};
-use crate::model::{MIB, Model};
+use crate::model::{MIB, Model, route_rates::RouteInterval};
+
+/// Request types over the last interval, by selector (model::route_rates).
+pub type Routes = BTreeMap<String, RouteInterval>;
 
 /// The series rules watch (alerts::rules::METRICS), for the newest sample. Only `up` (0) while
 /// the target is down: its other series are gone, not zero, and the engine resolves their
 /// alerts.
-pub fn snapshot(model: &Model, at: Now) -> Snapshot {
+pub fn snapshot(model: &Model, routes: &Routes, at: Now) -> Snapshot {
     let mut values = BTreeMap::new();
+    let up = model.latest.as_ref().is_some_and(|s| s.up);
     if let Some(s) = &model.latest {
         values.insert(UP, if s.up { 1.0 } else { 0.0 });
     }
@@ -40,11 +45,15 @@ pub fn snapshot(model: &Model, at: Now) -> Snapshot {
             }
         }
     }
-    Snapshot { at, values }
+    Snapshot {
+        at,
+        values,
+        routes: if up { routes.clone() } else { Routes::new() },
+    }
 }
 
 /// The last interval, for CPU spike detection.
-pub fn interval(model: &Model, at: SystemTime) -> Option<Interval> {
+pub fn interval(model: &Model, routes: &Routes, at: SystemTime) -> Option<Interval> {
     let cpu = model.cpu_percent?;
     let r = model.rates.as_ref()?;
     let k = r.kernel.clone().unwrap_or_default();
@@ -57,6 +66,12 @@ pub fn interval(model: &Model, at: SystemTime) -> Option<Interval> {
         faults_per_sec: r.faults,
         fd_opens_per_sec: k.fd_opens,
         switches_per_sec: r.switches,
+        // Routes of one method each (`GET /t`, `TAG n`), not their sums.
+        route_cpu_percent: routes
+            .iter()
+            .filter(|(k, _)| k.contains(' '))
+            .map(|(k, v)| (k.clone(), v.cpu_percent))
+            .collect(),
     })
 }
 
@@ -80,7 +95,7 @@ mod tests {
             rss_bytes: 100 << 20,
             ..Sample::default()
         });
-        let live = snapshot(&m, Now::read());
+        let live = snapshot(&m, &Routes::new(), Now::read());
         assert_eq!(live.values["up"], 1.0);
         assert_eq!(live.values["rss_mb"], 100.0);
         assert_eq!(live.values["processes"], 2.0);
@@ -90,9 +105,13 @@ mod tests {
             up: false,
             ..Sample::default()
         });
-        let down = snapshot(&m, Now::read());
+        let down = snapshot(&m, &Routes::new(), Now::read());
         assert_eq!(down.values, BTreeMap::from([("up", 0.0)]));
         // Before the first sample nothing is known, not even whether it is up.
-        assert!(snapshot(&model(), Now::read()).values.is_empty());
+        assert!(
+            snapshot(&model(), &Routes::new(), Now::read())
+                .values
+                .is_empty()
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! A spike is an interval whose CPU % is above a static threshold, or far above a robust baseline
 //! of the preceding intervals (median + k * MAD, with an absolute floor so a flat idle process does
 //! not "spike" from 0.1 % to 0.5 %). For each spike the detector reports what changed against the
-//! baseline: the syscalls whose rate and time grew most, faults, fd opens and context switches.
+//! baseline: the syscalls whose rate and time grew most, the request types whose CPU grew most,
+//! faults, fd opens and context switches.
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ pub struct Interval {
     pub faults_per_sec: f64,
     pub fd_opens_per_sec: f64,
     pub switches_per_sec: f64,
+    /// "METHOD /template" (or "TAG name") -> attributed CPU, % of one core.
+    pub route_cpu_percent: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
@@ -58,6 +61,15 @@ pub struct SyscallChange {
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+pub struct RouteChange {
+    pub route: String,
+    /// The route's CPU in the spike interval, % of one core.
+    pub cpu_percent: f64,
+    /// Above its baseline mean.
+    pub added_cpu_percent: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 pub struct SpikeEvent {
     pub kind: String,
     pub at_unix_ms: u64,
@@ -68,6 +80,9 @@ pub struct SpikeEvent {
     pub trigger: String,
     pub top_syscalls_by_calls: Vec<SyscallChange>,
     pub top_syscalls_by_time: Vec<SyscallChange>,
+    /// The request types whose CPU grew most (empty without the requests family).
+    #[serde(default)]
+    pub top_routes_by_cpu: Vec<RouteChange>,
     pub added_faults_per_sec: f64,
     pub added_fd_opens_per_sec: f64,
     pub added_switches_per_sec: f64,
@@ -82,8 +97,19 @@ impl SpikeEvent {
             .take(3)
             .map(|c| format!("{} +{:.0}/s", c.syscall, c.added_calls_per_sec))
             .collect();
+        let routes: Vec<String> = self
+            .top_routes_by_cpu
+            .iter()
+            .take(3)
+            .map(|r| format!("{} +{:.1}% CPU", r.route, r.added_cpu_percent))
+            .collect();
+        let routes = if routes.is_empty() {
+            String::new()
+        } else {
+            format!("; top routes {}", routes.join(", "))
+        };
         format!(
-            "CPU {:.1}% vs baseline {:.1}%; top syscalls {}; faults +{:.0}/s, fd opens +{:.0}/s, switches +{:.0}/s",
+            "CPU {:.1}% vs baseline {:.1}%{routes}; top syscalls {}; faults +{:.0}/s, fd opens +{:.0}/s, switches +{:.0}/s",
             self.cpu_percent,
             self.baseline_median_percent,
             if top.is_empty() {
@@ -168,6 +194,23 @@ impl SpikeDetector {
         let by_calls: Vec<SyscallChange> = changes.iter().take(top).cloned().collect();
         changes.sort_by(|a, b| b.added_seconds_per_sec.total_cmp(&a.added_seconds_per_sec));
         let by_time: Vec<SyscallChange> = changes.into_iter().take(top).collect();
+        let mut routes: Vec<RouteChange> = spike
+            .route_cpu_percent
+            .iter()
+            .map(|(route, &cpu)| RouteChange {
+                route: route.clone(),
+                cpu_percent: cpu,
+                added_cpu_percent: cpu
+                    - mean(&|i| i.route_cpu_percent.get(route).copied().unwrap_or(0.0)),
+            })
+            .filter(|r| r.added_cpu_percent > 0.0)
+            .collect();
+        routes.sort_by(|a, b| {
+            b.added_cpu_percent
+                .total_cmp(&a.added_cpu_percent)
+                .then_with(|| a.route.cmp(&b.route))
+        });
+        routes.truncate(top);
         SpikeEvent {
             kind: "cpu_spike".into(),
             at_unix_ms: spike.at_unix_ms,
@@ -177,6 +220,7 @@ impl SpikeDetector {
             trigger: trigger.into(),
             top_syscalls_by_calls: by_calls,
             top_syscalls_by_time: by_time,
+            top_routes_by_cpu: routes,
             added_faults_per_sec: spike.faults_per_sec - mean(&|i| i.faults_per_sec),
             added_fd_opens_per_sec: spike.fd_opens_per_sec - mean(&|i| i.fd_opens_per_sec),
             added_switches_per_sec: spike.switches_per_sec - mean(&|i| i.switches_per_sec),
@@ -218,7 +262,37 @@ mod tests {
             faults_per_sec: 10.0,
             fd_opens_per_sec: 1.0,
             switches_per_sec: 50.0,
+            route_cpu_percent: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn the_route_whose_cpu_grew_is_named_first() {
+        let mut d = SpikeDetector::new(SpikeConfig::default());
+        let with_routes = |t, cpu, routes: &[(&str, f64)]| Interval {
+            route_cpu_percent: routes.iter().map(|&(r, c)| (r.to_owned(), c)).collect(),
+            ..interval(t, cpu, &[])
+        };
+        for t in 0..12 {
+            let quiet = [("GET /orders/{id}", 4.0), ("GET /analysis/{symbol}", 1.0)];
+            assert_eq!(d.observe(with_routes(t, 5.0, &quiet)), None);
+        }
+        let busy = [("GET /orders/{id}", 6.0), ("GET /analysis/{symbol}", 70.0)];
+        let e = d.observe(with_routes(12, 77.0, &busy)).expect("a spike");
+        let names: Vec<&str> = e
+            .top_routes_by_cpu
+            .iter()
+            .map(|r| r.route.as_str())
+            .collect();
+        assert_eq!(names, ["GET /analysis/{symbol}", "GET /orders/{id}"]);
+        assert_eq!(e.top_routes_by_cpu[0].added_cpu_percent, 69.0);
+        assert!(
+            e.summary().contains(
+                "top routes GET /analysis/{symbol} +69.0% CPU, GET /orders/{id} +2.0% CPU"
+            ),
+            "{}",
+            e.summary()
+        );
     }
 
     #[test]

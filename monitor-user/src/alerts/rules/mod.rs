@@ -29,6 +29,12 @@
 //! window = "5m"                # default 5m
 //! min_r2 = 0.8                 # default 0.8
 //! min_level = 5                # ignore growth while the latest value is below this (default 0)
+//!
+//! [[rule]]
+//! name = "SlowOrders"
+//! metric = "request_p99_seconds" # or request_rate (/s), request_cpu_percent (% of a core)
+//! route = "GET /api/orders/{order_id}" # "METHOD /template", "/template" (all its methods),
+//! above = 0.5                  # "TAG name" (tagged work); left out: every request
 //! ```
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -49,7 +55,7 @@ pub use prometheus::prometheus_rules_yaml;
 pub const UP: &str = "up";
 
 /// The series rules can watch. The daemon feeds each evaluation a snapshot with these keys.
-pub const METRICS: [&str; 14] = [
+pub const METRICS: [&str; 17] = [
     "cpu_percent",
     "cpu_avg_1m",
     "memory_percent",
@@ -64,12 +70,21 @@ pub const METRICS: [&str; 14] = [
     "fd_open_error_rate",
     "context_switch_rate",
     UP,
+    "request_rate",
+    "request_cpu_percent",
+    "request_p99_seconds",
 ];
+
+/// The metrics of request types, which take a `route` selector.
+pub fn is_route_metric(metric: &str) -> bool {
+    metric.starts_with("request_")
+}
 
 /// The unit a metric is written with in alert texts.
 pub fn unit(metric: &str) -> &'static str {
     match metric {
-        "cpu_percent" | "cpu_avg_1m" | "memory_percent" => "%",
+        "cpu_percent" | "cpu_avg_1m" | "memory_percent" | "request_cpu_percent" => "%",
+        "request_p99_seconds" => " s",
         "rss_mb" | "vms_mb" => " MB",
         "open_fds" => " fds",
         "threads" => " threads",
@@ -179,6 +194,9 @@ pub struct Rule {
     pub name: String,
     /// One of [`METRICS`].
     pub metric: &'static str,
+    /// For request metrics: the selector (`GET /api/orders/{order_id}`, `/api/orders/{order_id}`
+    /// or `TAG name`); None for every request together.
+    pub route: Option<String>,
     pub condition: Condition,
     /// `for`: how long the condition must hold before the alert fires.
     pub for_duration: Duration,
@@ -192,6 +210,7 @@ impl Rule {
         Self {
             name: name.into(),
             metric,
+            route: None,
             condition,
             for_duration: Duration::from_secs(for_secs),
             severity: Severity::Warning,
@@ -242,6 +261,7 @@ severity = "warning"
             vec![Rule {
                 name: "BigRss".into(),
                 metric: "rss_mb",
+                route: None,
                 condition: Condition::Threshold {
                     direction: Direction::Above,
                     threshold: 50.0,
@@ -554,6 +574,37 @@ severity = "info"
     }
 
     #[test]
+    fn route_rules_parse_and_their_mistakes_name_the_key() {
+        let rules = parse(
+            "[[rule]]\nname = \"Slow\"\nmetric = \"request_p99_seconds\"\nroute = \"GET /o/{id}\"\nabove = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(rules[0].route.as_deref(), Some("GET /o/{id}"));
+        let all = parse("[[rule]]\nname = \"Busy\"\nmetric = \"request_rate\"\nabove = 100\n");
+        assert_eq!(all.unwrap()[0].route, None, "no route: every request");
+        for (route, metric, want) in [
+            ("GET /o", "rss_mb", "metric \"rss_mb\" is not one of"),
+            ("FETCH /o", "request_rate", "unknown method \"FETCH\""),
+            ("GET o", "request_rate", "must start with `/`"),
+            ("GET ", "request_rate", "names no route"),
+        ] {
+            let text = format!(
+                "[[rule]]\nname = \"R\"\nmetric = \"{metric}\"\nroute = \"{route}\"\nabove = 1\n"
+            );
+            let e = err(&text);
+            assert!(
+                e.starts_with("/etc/monitor.toml:4: rule \"R\": route: ") && e.contains(want),
+                "{e}"
+            );
+        }
+        let y = prometheus_rules_yaml(&rules, "app");
+        assert!(
+            y.contains(r#"histogram_quantile(0.99, sum by (target, le) (rate(app_request_duration_seconds_bucket{target=\"app\", method=\"GET\", route=\"/o/{id}\"}[1m]))) > 0.5"#),
+            "{y}"
+        );
+    }
+
+    #[test]
     fn durations_in_prometheus_syntax() {
         assert_eq!(prometheus_duration(Duration::ZERO), "0s");
         assert_eq!(prometheus_duration(Duration::from_millis(1500)), "1500ms");
@@ -695,6 +746,18 @@ kind = "trend"
 metric = "syscall_rate"
 slope_per_min_above = 100
 window = "90s"
+
+[[rule]]
+name = "SlowOrders"
+metric = "request_p99_seconds"
+route = "GET /api/orders/{order_id}"
+above = 0.5
+
+[[rule]]
+name = "ReportCpu"
+metric = "request_cpu_percent"
+route = "TAG nightly-report"
+above = 50
 "#,
             )
             .unwrap(),

@@ -14,6 +14,7 @@ struct RuleConfig {
     name: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
     metric: Option<Spanned<String>>,
+    route: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
     clear: Option<Spanned<f64>>,
@@ -453,9 +454,26 @@ impl Checker<'_> {
             },
         };
 
+        let route = match &c.route {
+            None => None,
+            Some(r) if !is_route_metric(metric) => {
+                return Err(self.at(
+                    r.span(),
+                    "route",
+                    format!(
+                        "a route selects request types; metric {metric:?} is not one of \
+                         request_rate, request_cpu_percent, request_p99_seconds"
+                    ),
+                ));
+            }
+            Some(r) => {
+                Some(route_selector(r.get_ref()).map_err(|m| self.at(r.span(), "route", m))?)
+            }
+        };
         Ok(Rule {
             name: name.get_ref().clone(),
             metric,
+            route,
             condition,
             for_duration: self.duration(&c.for_duration, "for")?.unwrap_or_default(),
             severity,
@@ -477,6 +495,29 @@ fn is_label_name(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A route selector as written: `METHOD /template`, `/template` or `TAG name`.
+fn route_selector(text: &str) -> Result<String, String> {
+    use crate::requests::http_line::Method;
+    let (first, rest) = text.split_once(' ').unwrap_or(("", text));
+    let known = Method::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .chain(["TAG"])
+        .any(|m| m == first);
+    if !first.is_empty() && !known {
+        return Err(format!(
+            "unknown method {first:?} in {text:?} (expected \"METHOD /template\", \"/template\" or \"TAG name\")"
+        ));
+    }
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(format!("{text:?} names no route"));
+    }
+    if first != "TAG" && !rest.starts_with('/') {
+        return Err(format!("the template in {text:?} must start with `/`"));
+    }
+    Ok(text.to_owned())
 }
 
 fn unknown_metric(name: &str) -> String {

@@ -3,9 +3,53 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::*;
 
-/// The PromQL expression of a metric over the exporter's series, and whether it is a bare
-/// selector (range selectors need one; anything else takes a subquery).
-fn promql(metric: &str, selector: &str) -> (String, bool) {
+/// The label matchers of a route selector (`GET /t`, `/t`, `TAG name`).
+fn route_matchers(route: &str) -> Vec<String> {
+    match route.split_once(' ') {
+        Some((method, rest)) => vec![
+            format!("method={}", promql_str(method)),
+            format!("route={}", promql_str(rest)),
+        ],
+        None => vec![format!("route={}", promql_str(route))],
+    }
+}
+
+/// The PromQL expression of a rule's metric over the exporter's series, and whether it is a
+/// bare selector (range selectors need one; anything else takes a subquery). `target` holds
+/// the target's matcher, if any. Request metrics are over 1 minute where the daemon uses its
+/// sampling interval.
+fn promql(rule: &Rule, target: &[String]) -> (String, bool) {
+    let metric = rule.metric;
+    let join = |m: &[String]| {
+        if m.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", m.join(", "))
+        }
+    };
+    let selector = join(target);
+    if is_route_metric(metric) {
+        let mut m = target.to_vec();
+        m.extend(
+            rule.route
+                .as_deref()
+                .map(route_matchers)
+                .unwrap_or_default(),
+        );
+        let s = join(&m);
+        let expr = match metric {
+            "request_rate" => format!("sum by (target) (rate(app_requests_total{s}[1m]))"),
+            "request_cpu_percent" => {
+                format!("100 * sum by (target) (rate(app_request_cpu_seconds_total{s}[1m]))")
+            }
+            _ => format!(
+                "histogram_quantile(0.99, sum by (target, le) \
+                 (rate(app_request_duration_seconds_bucket{s}[1m])))"
+            ),
+        };
+        return (expr, false);
+    }
+    let selector = selector.as_str();
     let bare = |name: &str| (format!("{name}{selector}"), true);
     let rate = |name: &str| format!("rate({name}{selector}[1m])");
     let summed = |name: &str| (format!("sum by (target) ({})", rate(name)), false);
@@ -75,6 +119,11 @@ pub fn prometheus_duration(d: Duration) -> String {
 /// resolves their alerts then: the exporter keeps serving a down target's last gauge values,
 /// on which they would fire forever.
 pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
+    let target_matcher: Vec<String> = if target.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("target={}", promql_str(target))]
+    };
     let selector = if target.is_empty() {
         String::new()
     } else {
@@ -84,7 +133,7 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
     y.push_str("# Prometheus alerting rules equivalent to monitor's alert rules (generated).\n");
     y.push_str("groups:\n  - name: \"monitor\"\n    rules:\n");
     for rule in rules {
-        let (series, is_bare) = promql(rule.metric, &selector);
+        let (series, is_bare) = promql(rule, &target_matcher);
         let firing_alert = format!(
             "ALERTS{{alertname={}, alertstate=\"firing\"{}}}",
             promql_str(&rule.name),
@@ -114,6 +163,10 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
             }
         };
         let unit = unit(rule.metric);
+        let shown = match &rule.route {
+            Some(route) => format!("{} of {route}", rule.metric),
+            None => rule.metric.to_owned(),
+        };
         let on_target = " on {{ $labels.target }}";
         let (mut expr, summary, description, note) = match &rule.condition {
             Condition::Threshold {
@@ -140,13 +193,13 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
                 with_clear(&series, *direction, *threshold, *clear),
                 format!(
                     "{} {} {threshold}{unit}{on_target}",
-                    rule.metric,
+                    shown,
                     direction.word()
                 ),
                 format!(
                     "{} is {{{{ $value | printf \"%.2f\" }}}}{unit}, {} the {threshold}{unit} \
                      threshold.",
-                    rule.metric,
+                    shown,
                     direction.word()
                 ),
                 None,
@@ -166,13 +219,13 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
                 ),
                 format!(
                     "{} changing {} {slope_per_min}{unit}/min{on_target}",
-                    rule.metric,
+                    shown,
                     direction.word()
                 ),
                 format!(
                     "{} changes by {{{{ $value | printf \"%.2f\" }}}}{unit}/min over the last \
                      {}, {} the {slope_per_min}{unit}/min threshold.",
-                    rule.metric,
+                    shown,
                     prometheus_duration(*window),
                     direction.word()
                 ),
@@ -198,11 +251,11 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
                 }
                 (
                     expr,
-                    format!("{} growing exponentially{on_target}", rule.metric),
+                    format!("{shown} growing exponentially{on_target}"),
                     format!(
                         "{} grows by {{{{ $value | printf \"%.3f\" }}}} of itself per minute \
                          (ln-rate) over the last {}: it doubles in less than {}.",
-                        rule.metric,
+                        shown,
                         prometheus_duration(*window),
                         prometheus_duration(*doubling_time_below)
                     ),

@@ -18,8 +18,9 @@ use crate::{
         spike::{SpikeDetector, SpikeEvent},
     },
     config::Config,
-    model::Model,
+    model::{Model, route_rates::RouteRates},
     notify::Notifier,
+    requests::SharedTracker,
     serve::events::EventLog,
     serve::exporter::Exporter,
     state_file,
@@ -36,6 +37,8 @@ pub struct Alerting {
     events: EventLog,
     notifier: Arc<Notifier>,
     state_path: PathBuf,
+    /// The request types (with the requests family): rates per route for rules and spikes.
+    requests: Option<(SharedTracker, RouteRates)>,
 }
 
 impl Alerting {
@@ -72,13 +75,29 @@ impl Alerting {
             events,
             notifier,
             state_path,
+            requests: None,
         }
+    }
+
+    /// Rules on routes and spike context read the request types from `tracker`.
+    pub fn watch_requests(&mut self, tracker: SharedTracker) {
+        self.requests = Some((tracker, RouteRates::default()));
     }
 
     /// Runs after the model took a CPU/memory sample.
     pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
         let now = Now::read();
-        if let Some(interval) = from_model::interval(model, now.wall)
+        let routes = match (&mut self.requests, model.latest.as_ref()) {
+            (Some((tracker, rates)), Some(sample)) => match tracker.lock() {
+                Ok(t) => t
+                    .target(0)
+                    .map(|t| rates.update(&t.ledger, sample.at_ns))
+                    .unwrap_or_default(),
+                Err(_) => Default::default(),
+            },
+            _ => Default::default(),
+        };
+        if let Some(interval) = from_model::interval(model, &routes, now.wall)
             && let Some(spike) = self.spikes.observe(interval)
         {
             info!(summary = %spike.summary(), "CPU spike");
@@ -92,21 +111,26 @@ impl Alerting {
             .as_ref()
             .filter(|(at, _)| now.mono.saturating_duration_since(*at) <= SPIKE_CONTEXT)
             .map(|(_, s)| s.clone());
-        let alerts = self
-            .engine
-            .evaluate_with(&from_model::snapshot(model, now), |rule| {
-                let mut extra = BTreeMap::new();
-                if let Some(spike) = spike_context
-                    .as_ref()
-                    .filter(|_| rule.metric.starts_with("cpu"))
-                {
-                    extra.insert("spike_context".into(), spike.summary());
-                    if let Ok(json) = serde_json::to_string(&spike.top_syscalls_by_calls) {
-                        extra.insert("spike_top_syscalls".into(), json);
+        let alerts =
+            self.engine
+                .evaluate_with(&from_model::snapshot(model, &routes, now), |rule| {
+                    let mut extra = BTreeMap::new();
+                    if let Some(spike) = spike_context
+                        .as_ref()
+                        .filter(|_| rule.metric.starts_with("cpu"))
+                    {
+                        extra.insert("spike_context".into(), spike.summary());
+                        if let Ok(json) = serde_json::to_string(&spike.top_syscalls_by_calls) {
+                            extra.insert("spike_top_syscalls".into(), json);
+                        }
+                        if !spike.top_routes_by_cpu.is_empty()
+                            && let Ok(json) = serde_json::to_string(&spike.top_routes_by_cpu)
+                        {
+                            extra.insert("spike_top_routes".into(), json);
+                        }
                     }
-                }
-                extra
-            });
+                    extra
+                });
         exporter.set_firing(&self.engine.firing());
         if alerts.is_empty() {
             return;
@@ -270,7 +294,11 @@ mod tests {
                 mono: start.mono + Duration::from_secs(s),
                 wall: start.wall + Duration::from_secs(s),
             };
-            let alerts = engine.evaluate(&Snapshot { at, values });
+            let alerts = engine.evaluate(&Snapshot {
+                at,
+                values,
+                routes: BTreeMap::new(),
+            });
             resolved.extend(
                 alerts
                     .into_iter()

@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Capabilities are per thread: dropped while the daemon has one, before the reader starts.
     drop_privileges(&mut collector);
     let (requests_stop_tx, requests_stop_rx) = mpsc::channel::<()>();
+    let alerts_tracker = tracker.clone();
     let requests_reader = match (request_events, tracker) {
         (Some(events), Some(tracker)) => {
             exporter
@@ -115,7 +116,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .context("starting the notifiers")?,
         );
         let events = EventLog::new(config.alerting.events_kept);
-        let alerting = Alerting::new(&config, &name, &instance, events.clone(), notifier.clone());
+        let mut alerting =
+            Alerting::new(&config, &name, &instance, events.clone(), notifier.clone());
+        if let Some(tracker) = alerts_tracker {
+            alerting.watch_requests(tracker);
+        }
         info!(%listen, target_name = %name, ebpf = ebpf_on, "serving /metrics");
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
