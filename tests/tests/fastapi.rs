@@ -396,3 +396,94 @@ fn the_asgi_middleware_names_the_routes_with_openapi_off() {
         "only the three templates, no heuristic routes: {routes:#?}"
     );
 }
+
+fn events(daemon: &Daemon) -> Vec<Value> {
+    let text = ureq::get(&format!("http://127.0.0.1:{}/api/events", daemon.port))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Request types in alerting: a rule on one route's p99 fires (its work alone is 30 ms of CPU)
+/// while a rule on an idle route does not; the CPU spike of a burst of analysis requests names
+/// that route first, and the CPU alert it raises carries it in `spike_context`.
+#[test]
+fn route_rules_fire_and_cpu_spikes_name_the_route() {
+    require_root();
+    let app = App::start(Server::Uvloop);
+    app.load(1, 3, "analysis=1,health=1");
+    let rules = r#"
+[[rule]]
+name = "SlowAnalysis"
+metric = "request_p99_seconds"
+route = "GET /api/analysis/{symbol}"
+above = 0.02
+
+[[rule]]
+name = "HealthStorm"
+metric = "request_rate"
+route = "/health"
+above = 0.5
+
+[[rule]]
+name = "CpuHot"
+metric = "cpu_percent"
+above = 30
+"#;
+    let daemon = Daemon::start_with(
+        &["--pid", &app.child.id().to_string()],
+        &[
+            "--programs",
+            "sched",
+            "--programs",
+            "requests",
+            "--require-ebpf",
+        ],
+        rules,
+    );
+    // An idle baseline for the spike detector, then a burst of analysis requests.
+    std::thread::sleep(Duration::from_secs(4));
+    app.load(1, 60, "analysis=1");
+    std::thread::sleep(Duration::from_secs(2));
+    let events = events(&daemon);
+    let firing = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "alert" && e["name"] == name && e["status"] == "firing")
+            .cloned()
+    };
+    let slow = firing("SlowAnalysis").unwrap_or_else(|| panic!("no SlowAnalysis: {events:#?}"));
+    assert_eq!(
+        slow["labels"]["route"], "GET /api/analysis/{symbol}",
+        "{slow:#}"
+    );
+    assert!(firing("HealthStorm").is_none(), "{events:#?}");
+    let spike = events
+        .iter()
+        .find(|e| e["kind"] == "cpu_spike")
+        .unwrap_or_else(|| panic!("no cpu_spike: {events:#?}"));
+    assert_eq!(
+        spike["top_routes_by_cpu"][0]["route"], "GET /api/analysis/{symbol}",
+        "{spike:#}"
+    );
+    // The daemon fetched the app's templates when it started, before any request it saw:
+    // no request went to a heuristic route.
+    let routes = samples(&daemon.metrics_text(), "app_requests_total");
+    assert!(
+        routes
+            .iter()
+            .all(|(labels, _)| format!("{labels:?}").contains("{symbol}")),
+        "{routes:?}"
+    );
+    let hot = firing("CpuHot").unwrap_or_else(|| panic!("no CpuHot: {events:#?}"));
+    let context = hot["annotations"]["spike_context"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        context.contains("top routes GET /api/analysis/{symbol} +"),
+        "{hot:#}"
+    );
+}

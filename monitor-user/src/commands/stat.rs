@@ -89,6 +89,7 @@ impl RequestsWatch {
             events,
             tracker.clone(),
             &config,
+            &[],
             stop_rx,
         )?;
         Ok(Self {

@@ -13,7 +13,8 @@ use crate::requests::{ledger::Ledger, route_table::Route};
 pub struct RouteInterval {
     /// Finished requests per second.
     pub requests_per_sec: f64,
-    /// Attributed CPU, in percent of one core.
+    /// Attributed CPU, in percent of the target's CPU capacity: the same unit as the
+    /// target's `cpu_percent` (its effective limit in cores, the host's CPUs by default).
     pub cpu_percent: f64,
     /// The 99th percentile latency of the requests finished in the interval (None without any).
     pub p99_seconds: Option<f64>,
@@ -32,9 +33,14 @@ pub struct RouteRates {
 }
 
 impl RouteRates {
-    /// The interval from the last update to `now_ns` (CLOCK_MONOTONIC, the ledger's clock);
-    /// empty on the first call, which only sets the baseline.
-    pub fn update(&mut self, ledger: &Ledger, now_ns: u64) -> BTreeMap<String, RouteInterval> {
+    /// The interval from the last update to `now_ns` (CLOCK_MONOTONIC, the ledger's clock),
+    /// CPU in percent of `cores`; empty on the first call, which only sets the baseline.
+    pub fn update(
+        &mut self,
+        ledger: &Ledger,
+        now_ns: u64,
+        cores: f64,
+    ) -> BTreeMap<String, RouteInterval> {
         let since = self.last_ns.replace(now_ns);
         let mut out = BTreeMap::new();
         let Some(since) = since.filter(|&s| now_ns > s) else {
@@ -42,6 +48,7 @@ impl RouteRates {
             return out;
         };
         let secs = (now_ns - since) as f64 / 1e9;
+        let cores = if cores > 0.0 { cores } else { 1.0 };
         let mut durations: HashMap<String, Vec<f64>> = HashMap::new();
         for (route, stats) in &ledger.routes {
             let (count, cpu) = (stats.count(), stats.cpu_ns);
@@ -54,7 +61,7 @@ impl RouteRates {
                 .collect();
             let one = RouteInterval {
                 requests_per_sec: count.saturating_sub(c0) as f64 / secs,
-                cpu_percent: cpu.saturating_sub(n0) as f64 / 1e9 / secs * 100.0,
+                cpu_percent: cpu.saturating_sub(n0) as f64 / 1e9 / secs / cores * 100.0,
                 p99_seconds: None,
             };
             for key in [selector(route), route.template.to_string(), String::new()] {
@@ -104,7 +111,7 @@ mod tests {
         let mut rates = RouteRates::default();
         ledger.finish(&get, 200, 500, 0.010);
         assert!(
-            rates.update(&ledger, 1_000).is_empty(),
+            rates.update(&ledger, 1_000, 1.0).is_empty(),
             "the first call is the baseline"
         );
         // 2 s later: 4 GETs (10..40 ms) and 2 POSTs, 0.5 s and 0.1 s of CPU.
@@ -127,7 +134,7 @@ mod tests {
                 syscalls: 0,
             },
         );
-        let r = rates.update(&ledger, 2_000_001_000);
+        let r = rates.update(&ledger, 2_000_001_000, 1.0);
         let g = &r["GET /o/{id}"];
         assert_eq!(g.requests_per_sec, 2.0);
         assert!((g.cpu_percent - 25.0).abs() < 1e-9);
@@ -138,7 +145,7 @@ mod tests {
         assert_eq!(t.p99_seconds, Some(0.6));
         assert_eq!(r[""].requests_per_sec, 3.0);
         // Nothing new: zero rates, no latency.
-        let r = rates.update(&ledger, 4_000_001_000);
+        let r = rates.update(&ledger, 4_000_001_000, 2.0);
         assert_eq!(r["GET /o/{id}"], RouteInterval::default());
     }
 }

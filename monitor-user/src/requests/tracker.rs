@@ -524,8 +524,26 @@ impl Tracker {
         std::mem::take(&mut self.new_processes)
     }
 
-    pub fn target_mut(&mut self, slot: usize) -> Option<&mut TargetRequests> {
-        self.targets.get_mut(slot)
+    /// Gives the target in `slot` the application's OpenAPI templates; requests read before
+    /// they arrived and still running take their routes from them too. Returns the templates
+    /// that could not be used.
+    pub fn set_openapi(
+        &mut self,
+        slot: usize,
+        templates: Vec<(Method, String)>,
+    ) -> Vec<super::route_table::PatternError> {
+        let Some(target) = self.targets.get_mut(slot) else {
+            return Vec::new();
+        };
+        let rejected = target.table.set_openapi(templates);
+        for p in self.processes.values_mut().filter(|p| p.slot == slot) {
+            for l in p.live.values_mut() {
+                if !l.route.template.is_empty() {
+                    l.route = target.table.route(l.route.method, &l.path);
+                }
+            }
+        }
+        rejected
     }
 
     /// Forgets processes that are gone (`alive` says which are still there); what they served

@@ -91,7 +91,7 @@ impl Alerting {
             (Some((tracker, rates)), Some(sample)) => match tracker.lock() {
                 Ok(t) => t
                     .target(0)
-                    .map(|t| rates.update(&t.ledger, sample.at_ns))
+                    .map(|t| rates.update(&t.ledger, sample.at_ns, model.limits.cpus))
                     .unwrap_or_default(),
                 Err(_) => Default::default(),
             },

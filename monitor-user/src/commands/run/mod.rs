@@ -82,6 +82,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 events,
                 tracker,
                 &config.requests,
+                &collector.members(),
                 requests_stop_rx,
             )?)
         }

@@ -12,6 +12,8 @@ use std::{
 use anyhow::Context as _;
 use tracing::warn;
 
+use super::openapi_loader::{Occasion, load_for};
+
 use crate::{
     collect::ebpf::request_events::RequestEvents,
     config::RequestsConfig,
@@ -44,9 +46,16 @@ pub fn start(
     mut events: RequestEvents,
     tracker: SharedTracker,
     config: &RequestsConfig,
+    running: &[u32],
     stop: mpsc::Receiver<()>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let openapi = config.openapi.then(|| config.openapi_path.clone());
+    // Processes already serving: their templates before their next request, not after it.
+    if let Some(path) = &openapi {
+        for &pid in running {
+            load_for(pid, path.clone(), tracker.clone(), Occasion::Start);
+        }
+    }
     std::thread::Builder::new()
         .name("requests".into())
         .spawn(move || {
@@ -74,7 +83,7 @@ pub fn start(
                     t.tick(monotonic_ns());
                     if let Some(path) = &openapi {
                         for pid in t.take_new_processes() {
-                            super::openapi_loader::load_for(pid, path.clone(), tracker.clone());
+                            load_for(pid, path.clone(), tracker.clone(), Occasion::FirstRequest);
                         }
                     }
                     t.retain_processes(|tgid| {
