@@ -55,6 +55,9 @@ enum Cmd {
         /// A shorter run (under two minutes).
         #[arg(long)]
         quick: bool,
+        /// Run only this section and print it; BENCHMARKS.md is left as it is.
+        #[arg(long, value_enum)]
+        only: Option<bench::Only>,
     },
 }
 
@@ -96,11 +99,11 @@ fn main() -> anyhow::Result<()> {
             build(&tools)?;
             vm::run(&kernel, &tools)
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             let tools = setup::toolchain()?;
             setup::test_dependencies()?;
             build(&tools)?;
-            bench::run(quick)
+            bench::run(quick, only)
         }
     }
 }

@@ -11,6 +11,8 @@ use std::ffi::CStr;
 use std::fs;
 use std::hint::black_box;
 use std::io::{self, BufRead, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::str::FromStr;
@@ -207,6 +209,36 @@ enum Mode {
         #[arg(long, value_name = "M")]
         millis: u64,
     },
+    /// A minimal HTTP/1.1 keep-alive server on 127.0.0.1: one thread, epoll, read(2) and write(2),
+    /// the same tiny response to every request (`200 OK`, body `ok`). Each line read on stdin
+    /// is answered with one JSON line (port, connections, requests so far); it serves until
+    /// stdin reaches EOF (or SIGTERM), then reports.
+    HttpServer {
+        /// Port to listen on (0: any free one; the stdin answers tell which).
+        #[arg(long, default_value_t = 0, value_name = "P")]
+        port: u16,
+        /// Connections it must be able to hold open at once (RLIMIT_NOFILE is raised for them).
+        #[arg(long, default_value_t = 20_000, value_name = "C")]
+        max_connections: u64,
+    },
+    /// Keep-alive HTTP/1.1 load on 127.0.0.1:P: C connections, R requests in all, one at a time
+    /// per connection. Without --rate each connection sends its next request as soon as the
+    /// response arrives; with it, requests leave on a fixed schedule of RPS per second in all, each
+    /// on the next idle connection in turn (so every connection gets its share).
+    HttpLoad {
+        /// The server's port.
+        #[arg(long, value_name = "P")]
+        port: u16,
+        /// Keep-alive connections, opened before the clock starts.
+        #[arg(long, default_value_t = 1, value_name = "C")]
+        connections: usize,
+        /// Requests in all.
+        #[arg(long, value_name = "R")]
+        requests: u64,
+        /// Requests per second in all (paced); closed loop without it.
+        #[arg(long, value_name = "RPS")]
+        rate: Option<f64>,
+    },
     /// Run workload commands read from stdin, one per line (e.g. `syscalls --count 1000`), each
     /// printing its own report line, until stdin reaches EOF. One process, many measurements: a
     /// tracer attached to its pid once sees every one of them.
@@ -238,6 +270,8 @@ impl Mode {
             Self::Threads { .. } => "threads",
             Self::Switches { .. } => "switches",
             Self::Collide { .. } => "collide",
+            Self::HttpServer { .. } => "http-server",
+            Self::HttpLoad { .. } => "http-load",
             Self::Serve => "serve",
         }
     }
@@ -271,6 +305,16 @@ impl Mode {
             } => threads(total, alive, spin_us),
             Self::Switches { threads, count } => switches(threads, count),
             Self::Collide { count, millis } => collide(count, millis),
+            Self::HttpServer {
+                port,
+                max_connections,
+            } => http_server(port, max_connections),
+            Self::HttpLoad {
+                port,
+                connections,
+                requests,
+                rate,
+            } => http_load(port, connections, requests, rate),
             Self::Serve => bail!("serve runs other modes, not itself"),
         }
     }
@@ -398,6 +442,28 @@ enum Work {
         millis: u64,
         /// Sum over both children of their calls' durations, timed around each syscall.
         sleep_ns: u64,
+    },
+    HttpServer {
+        port: u16,
+        /// Connections accepted over the run.
+        accepted: u64,
+        /// Requests answered.
+        requests: u64,
+    },
+    HttpLoad {
+        connections: usize,
+        requests: u64,
+        rate: Option<f64>,
+        /// Time to open the connections (before the clock starts).
+        connect_ns: u64,
+        /// From the first request sent to the last response read.
+        elapsed_ns: u64,
+        /// Mean time from sending a request to reading its whole response.
+        mean_latency_ns: f64,
+        max_latency_ns: u64,
+        /// Paced: requests sent more than 1 ms after their slot (no idle connection, or a slow
+        /// wakeup).
+        late: u64,
     },
 }
 
@@ -1319,6 +1385,406 @@ fn tree_child(dur: Duration) -> ! {
     }
     // SAFETY: as in `child_main`.
     unsafe { libc::_exit(0) }
+}
+
+/// The one response `http-server` gives: tiny, so the server's cost is the syscalls around it.
+const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+/// The one request `http-load` sends.
+const HTTP_REQUEST: &[u8] = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+/// fds besides the connections (std streams, epoll, listener, /proc reads).
+const SPARE_FDS: u64 = 64;
+
+/// Raises RLIMIT_NOFILE to `want` fds, the hard limit too when allowed (root); otherwise to
+/// the hard limit.
+fn raise_nofile(want: u64) -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(());
+    }
+    let soft = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: a valid rlimit, within the hard limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } != 0 {
+        return Err(io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(())
+}
+
+/// A level-triggered epoll instance; each fd is registered with a token of the caller's.
+struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    fn new() -> Result<Self> {
+        // SAFETY: no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches `fd` for input; the events come back with `token`.
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: a valid event for the call's duration.
+        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Ready events into `events`; 0 on a timeout or a signal. `timeout_ms` -1 blocks.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize> {
+        // SAFETY: `events` is valid for its length.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(err).context("epoll_wait");
+        }
+        Ok(n as usize)
+    }
+}
+
+/// read(2) into `buf`: the bytes read (0 at EOF), or the error (WouldBlock included).
+fn sys_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// write(2) of all of `data` on a non-blocking fd, waiting in poll(2) when the socket is full
+/// (on loopback with these sizes, never).
+fn sys_write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Counts the ends of request heads ("\r\n\r\n") in `data`; `matched` carries how much of the
+/// terminator the previous read ended with, so a head split across reads is counted once.
+fn count_heads(data: &[u8], matched: &mut u8) -> u64 {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    let mut heads = 0;
+    for &b in data {
+        *matched = if b == END[*matched as usize] {
+            *matched + 1
+        } else if b == b'\r' {
+            1
+        } else {
+            0
+        };
+        if *matched == 4 {
+            heads += 1;
+            *matched = 0;
+        }
+    }
+    heads
+}
+
+fn http_server(port: u16, max_connections: u64) -> Result<Outcome> {
+    raise_nofile(max_connections + SPARE_FDS)?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).context("bind 127.0.0.1")?;
+    listener.set_nonblocking(true)?;
+    let lfd = listener.as_raw_fd();
+    // Again, with a backlog that a burst of thousands of connects does not overflow.
+    // SAFETY: a bound socket of ours.
+    unsafe { libc::listen(lfd, 4096) };
+    let port = listener.local_addr()?.port();
+    let epoll = Epoll::new()?;
+    const STDIN: u64 = u64::MAX;
+    const LISTENER: u64 = u64::MAX - 1;
+    epoll.add(lfd, LISTENER).context("epoll add listener")?;
+    // A pipe or a terminal can be watched; /dev/null cannot (EPERM): then SIGTERM ends it.
+    let _ = epoll.add(0, STDIN);
+    // Per fd: how much of a request head's terminator its last read ended with.
+    let mut matched: Vec<u8> = vec![];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buf = vec![0_u8; 16 * 1024];
+    let mut out: Vec<u8> = vec![];
+    let (mut accepted, mut open, mut requests) = (0_u64, 0_u64, 0_u64);
+    'serve: loop {
+        let n = epoll.wait(&mut events, -1)?;
+        for ev in &events[..n] {
+            match ev.u64 {
+                LISTENER => loop {
+                    // SAFETY: a listening socket; no address wanted.
+                    let fd = unsafe {
+                        libc::accept4(
+                            lfd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        )
+                    };
+                    if fd < 0 {
+                        let err = io::Error::last_os_error();
+                        match err.kind() {
+                            io::ErrorKind::WouldBlock => break,
+                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {
+                                continue;
+                            }
+                            _ => return Err(err).context("accept4"),
+                        }
+                    }
+                    epoll.add(fd, fd as u64).context("epoll add connection")?;
+                    if matched.len() <= fd as usize {
+                        matched.resize(fd as usize + 1, 0);
+                    }
+                    matched[fd as usize] = 0;
+                    accepted += 1;
+                    open += 1;
+                },
+                STDIN => {
+                    let got = match sys_read(0, &mut buf) {
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e).context("read stdin"),
+                    };
+                    if got == 0 {
+                        break 'serve;
+                    }
+                    for _ in buf[..got].iter().filter(|&&b| b == b'\n') {
+                        let status = serde_json::json!({
+                            "port": port,
+                            "accepted": accepted,
+                            "open": open,
+                            "requests": requests,
+                        });
+                        let mut stdout = io::stdout().lock();
+                        writeln!(stdout, "{status}")?;
+                        stdout.flush()?;
+                    }
+                }
+                token => {
+                    let fd = token as RawFd;
+                    let heads = match sys_read(fd, &mut buf) {
+                        Ok(0) => None,
+                        Ok(got) => Some(count_heads(&buf[..got], &mut matched[fd as usize])),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                            ) =>
+                        {
+                            Some(0)
+                        }
+                        Err(_) => None,
+                    };
+                    let alive = match heads {
+                        Some(0) => true,
+                        Some(1) => sys_write_all(fd, HTTP_RESPONSE).is_ok(),
+                        Some(k) => {
+                            // Pipelined: the responses in order, in one write.
+                            out.clear();
+                            for _ in 0..k {
+                                out.extend_from_slice(HTTP_RESPONSE);
+                            }
+                            sys_write_all(fd, &out).is_ok()
+                        }
+                        None => false,
+                    };
+                    requests += heads.unwrap_or(0);
+                    if !alive {
+                        // close(2) also takes it out of the epoll set.
+                        // SAFETY: an accepted fd of ours, closed once.
+                        unsafe { libc::close(fd) };
+                        open -= 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Outcome {
+        work: Work::HttpServer {
+            port,
+            accepted,
+            requests,
+        },
+        ns_per_op: None,
+    })
+}
+
+fn http_load(port: u16, connections: usize, requests: u64, rate: Option<f64>) -> Result<Outcome> {
+    ensure!(connections > 0, "--connections must be at least 1");
+    if let Some(r) = rate {
+        ensure!(r.is_finite() && r > 0.0, "--rate must be positive");
+    }
+    raise_nofile(connections as u64 + SPARE_FDS)?;
+    let connecting = Instant::now();
+    let mut socks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .with_context(|| format!("connection {} of {connections} to port {port}", i + 1))?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        socks.push(s);
+    }
+    let connect_ns = connecting.elapsed().as_nanos() as u64;
+    let epoll = Epoll::new()?;
+    for (i, s) in socks.iter().enumerate() {
+        epoll
+            .add(s.as_raw_fd(), i as u64)
+            .context("epoll add connection")?;
+    }
+    // Per connection: when its outstanding request left (None: idle), response bytes so far.
+    let mut sent_at: Vec<Option<Instant>> = vec![None; connections];
+    let mut got = vec![0_usize; connections];
+    // When request k is due: k / rate after the start.
+    let slot = rate.map(|r| move |k: u64| Duration::from_nanos((k as f64 * 1e9 / r) as u64));
+    let (mut sent, mut done, mut late) = (0_u64, 0_u64, 0_u64);
+    let (mut latency_sum, mut latency_max) = (0_u128, 0_u64);
+    let mut cursor = 0;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut buf = [0_u8; 4096];
+    let start = Instant::now();
+    let send = |i: usize, sent_at: &mut [Option<Instant>]| -> Result<()> {
+        sys_write_all(socks[i].as_raw_fd(), HTTP_REQUEST).context("send a request")?;
+        sent_at[i] = Some(Instant::now());
+        Ok(())
+    };
+    if slot.is_none() {
+        for i in 0..connections.min(requests as usize) {
+            send(i, &mut sent_at)?;
+            sent += 1;
+        }
+    }
+    while done < requests {
+        let mut timeout = -1;
+        if let Some(slot) = slot {
+            let now = Instant::now();
+            while sent < requests {
+                let due = start + slot(sent);
+                if due > now {
+                    let wait = due - now;
+                    // Round up: waking early would only spin.
+                    timeout = wait.as_micros().div_ceil(1000) as i32;
+                    break;
+                }
+                // The next idle connection in turn; none: wait for a response.
+                let Some(i) = (0..connections)
+                    .map(|k| (cursor + k) % connections)
+                    .find(|&i| sent_at[i].is_none())
+                else {
+                    break;
+                };
+                if now - due > Duration::from_millis(1) {
+                    late += 1;
+                }
+                send(i, &mut sent_at)?;
+                sent += 1;
+                cursor = (i + 1) % connections;
+            }
+        }
+        let n = epoll.wait(&mut events, timeout)?;
+        for ev in &events[..n] {
+            let i = ev.u64 as usize;
+            let read = match sys_read(socks[i].as_raw_fd(), &mut buf) {
+                Ok(0) => bail!("the server closed connection {i}"),
+                Ok(read) => read,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e).context("read a response"),
+            };
+            got[i] += read;
+            if got[i] < HTTP_RESPONSE.len() {
+                continue;
+            }
+            ensure!(
+                got[i] == HTTP_RESPONSE.len(),
+                "connection {i}: {} bytes for one request",
+                got[i]
+            );
+            got[i] = 0;
+            let at = sent_at[i].take().context("a response to no request")?;
+            let ns = at.elapsed().as_nanos();
+            latency_sum += ns;
+            latency_max = latency_max.max(ns as u64);
+            done += 1;
+            if slot.is_none() && sent < requests {
+                send(i, &mut sent_at)?;
+                sent += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(socks);
+    Ok(Outcome {
+        work: Work::HttpLoad {
+            connections,
+            requests: done,
+            rate,
+            connect_ns,
+            elapsed_ns: elapsed.as_nanos() as u64,
+            mean_latency_ns: latency_sum as f64 / done.max(1) as f64,
+            max_latency_ns: latency_max,
+            late,
+        },
+        ns_per_op: per_op(elapsed, done),
+    })
 }
 
 impl Truth {

@@ -8,12 +8,15 @@
 //!      and very high event rate, next to prometheus-process-exporter; scrape latency.
 //! 5.   Accuracy against getrusage/schedstat, the workload's own counts, strace, process-exporter
 //!      and pidstat.
+//! 6.   The requests family: CPU per request of a minimal keep-alive HTTP server with and without
+//!      it; the daemon's CPU at 5,000 requests/s and its RSS with 10 and 10,000 connections.
 //!
 //! A peer that fails (bpftrace cannot attach, no process-exporter) shows as "n/a (reason)"; a
 //! failure of monitor itself aborts the run. Every child is killed and reaped on every path.
 mod accuracy;
 mod footprint;
 mod overhead;
+mod requests;
 mod tracers;
 mod util;
 
@@ -29,7 +32,14 @@ use crate::workspace_root;
 use overhead::{Config, Role, Storm};
 use util::{Scratch, cpus};
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// `--only`: one section, printed, BENCHMARKS.md left as it is.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Only {
+    /// Section 6: the requests family.
+    Requests,
+}
+
+pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench loads BPF programs and must run as root (sudo cargo xtask bench)");
@@ -41,6 +51,21 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let scratch = Scratch::new()?;
+    let rq = requests::Params::new(quick);
+    if let Some(Only::Requests) = only {
+        let r = requests::measure(&scratch, &rq)?;
+        eprintln!(
+            "bench: requests took {:.0} s (BENCHMARKS.md not rewritten)",
+            started.elapsed().as_secs_f64()
+        );
+        println!(
+            "## Goals\n\n{}\n## Method\n\n{}\n## Results\n\n{}",
+            goal_table(r.goals(&rq)),
+            r.method(&rq),
+            r.table(&rq)
+        );
+        return Ok(());
+    }
     let op = overhead::Params {
         rounds: if quick { 3 } else { 9 },
         syscalls: if quick { 1_000_000 } else { 2_000_000 },
@@ -70,10 +95,14 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let footprint = footprint::measure(&scratch, &fp)?;
     let t = section("footprint", t);
     let accuracy = accuracy::measure(&scratch, quick)?;
-    section("accuracy", t);
+    let t = section("accuracy", t);
+    let requests = requests::measure(&scratch, &rq)?;
+    section("requests", t);
     let took = started.elapsed();
 
-    let report = report(quick, &op, &fp, &overhead, &footprint, &accuracy, took);
+    let report = report(
+        quick, &op, &fp, &rq, &overhead, &footprint, &accuracy, &requests, took,
+    );
     std::fs::write(workspace_root().join("BENCHMARKS.md"), &report)
         .context("writing BENCHMARKS.md")?;
     println!("{report}");
@@ -95,13 +124,16 @@ fn version(cmd: &str, arg: &str) -> String {
         .unwrap_or_else(|_| "not installed".into())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     quick: bool,
     op: &overhead::Params,
     fp: &footprint::Params,
+    rq: &requests::Params,
     o: &overhead::Overhead,
     f: &[footprint::Row],
     a: &accuracy::Accuracy,
+    r: &requests::Requests,
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -121,7 +153,9 @@ fn report(
             .replace("process-exporter, version  ", "process-exporter "),
     );
     s.push_str("## Goals\n\n");
-    s.push_str(&goals(o, f, a));
+    let mut rows = goals(o, f, a);
+    rows.extend(r.goals(rq));
+    s.push_str(&goal_table(rows));
     s.push_str("\n## Method\n\n");
     let _ = writeln!(
         s,
@@ -187,16 +221,22 @@ fn report(
         fp.rest.as_secs(),
         fp.scrapes,
     );
+    // Into the same list as the bullets above.
+    s.pop();
+    s.push_str(&r.method(rq));
     s.push_str("\n## Results\n\n");
     s.push_str(&o.tables(op));
     s.push_str(&footprint::table(f));
     s.push_str(&a.table());
+    s.push_str(&r.table(rq));
     s
 }
 
-fn goals(o: &overhead::Overhead, f: &[footprint::Row], a: &accuracy::Accuracy) -> String {
-    let mut rows: Vec<(String, String, Option<bool>)> = vec![];
-    type Rows = Vec<(String, String, Option<bool>)>;
+/// (goal, measured, met: None for informational rows).
+type Rows = Vec<(String, String, Option<bool>)>;
+
+fn goals(o: &overhead::Overhead, f: &[footprint::Row], a: &accuracy::Accuracy) -> Rows {
+    let mut rows: Rows = vec![];
     let ratio_goal = |rows: &mut Rows, label: &str, r: Result<f64, String>, max: f64| match r {
         Ok(x) => rows.push((label.to_string(), format!("{x:.2}x"), Some(x <= max))),
         Err(e) => rows.push((label.to_string(), format!("n/a ({e})"), None)),
@@ -333,6 +373,10 @@ fn goals(o: &overhead::Overhead, f: &[footprint::Row], a: &accuracy::Accuracy) -
     for (label, value, met) in a.goals() {
         rows.push((label, value, Some(met)));
     }
+    rows
+}
+
+fn goal_table(rows: Rows) -> String {
     let mut s = String::from("| goal | measured | |\n|---|---|---|\n");
     for (label, value, met) in rows {
         let verdict = match met {
