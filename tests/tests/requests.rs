@@ -239,10 +239,7 @@ fn explicit_tags_get_their_threads_cpu_and_syscalls() {
         .output()
         .unwrap();
     assert!(out.status.success(), "monitor stat failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines().filter(|l| l.starts_with('{'));
-    let truth: Value = serde_json::from_str(lines.next().expect("the jobs' report")).unwrap();
-    let report: Value = serde_json::from_str(lines.next().expect("monitor's report")).unwrap();
+    let (report, truth) = stat_reports(&out.stdout);
     let routes = &report["requests"];
     assert_eq!(
         routes.as_object().map(|o| o.len()),

@@ -417,13 +417,7 @@ impl Tracker {
                 match table.announce(template) {
                     Ok(true) => {
                         // Requests read before the announcement that it names take its route.
-                        for l in p.live.values_mut() {
-                            if !l.route.template.is_empty()
-                                && table.announced_matches(template, &l.path)
-                            {
-                                l.route = table.route(l.route.method, &l.path);
-                            }
-                        }
+                        reroute_live(table, p, Some(template));
                         true
                     }
                     Ok(false) => true,
@@ -537,11 +531,7 @@ impl Tracker {
         };
         let rejected = target.table.set_openapi(templates);
         for p in self.processes.values_mut().filter(|p| p.slot == slot) {
-            for l in p.live.values_mut() {
-                if !l.route.template.is_empty() {
-                    l.route = target.table.route(l.route.method, &l.path);
-                }
-            }
+            reroute_live(&mut target.table, p, None);
         }
         rejected
     }
@@ -569,6 +559,18 @@ fn is_own_fetch(buf: &[u8], path: &str) -> bool {
     rest[..target_end]
         .windows(OWN_FETCH_QUERY.len())
         .any(|w| w == OWN_FETCH_QUERY.as_bytes())
+}
+
+/// Routes `p`'s requests in flight again after the table learned templates (all of them, or
+/// only those whose path matches the announced template `only`); monitor's own fetch stays
+/// nobody's.
+fn reroute_live(table: &mut RouteTable, p: &mut Process, only: Option<&str>) {
+    for l in p.live.values_mut() {
+        let named = only.is_none_or(|t| table.announced_matches(t, &l.path));
+        if !l.route.template.is_empty() && named {
+            l.route = table.route(l.route.method, &l.path);
+        }
+    }
 }
 
 fn book(targets: &mut [TargetRequests], slot: usize, owner: &Owner, work: Work) {

@@ -108,11 +108,18 @@ fn stat_workload_full(
         .stderr(Stdio::inherit())
         .output()
         .expect("running monitor stat");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines().filter(|l| l.starts_with('{'));
-    let workload: Value = serde_json::from_str(lines.next().expect("workload report")).unwrap();
-    let monitor: Value = serde_json::from_str(lines.next().expect("monitor report")).unwrap();
+    let (monitor, workload) = stat_reports(&out.stdout);
     (monitor, workload, out.status.code().unwrap_or(-1))
+}
+
+/// The two JSON lines of `monitor stat --json -- COMMAND`'s output: (monitor's report, the
+/// command's own report, which it printed first).
+pub fn stat_reports(stdout: &[u8]) -> (Value, Value) {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with('{'));
+    let command: Value = serde_json::from_str(lines.next().expect("the command's report")).unwrap();
+    let monitor: Value = serde_json::from_str(lines.next().expect("monitor's report")).unwrap();
+    (monitor, command)
 }
 
 pub fn u(v: &Value) -> u64 {
