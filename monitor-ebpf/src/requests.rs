@@ -286,23 +286,24 @@ fn send_io(
         return Ok(());
     };
     let event = entry.as_mut_ptr();
-    let mut n = if len < limit as u64 {
-        len as u32
-    } else {
-        limit as u32
-    };
-    // A mask the verifier can follow: n is at most READ_COPY.
-    n &= (READ_COPY as u32 * 2) - 1;
-    if n > READ_COPY as u32 {
-        n = READ_COPY as u32;
-    }
     // SAFETY: `event` points at a reserved record of IoEvent's size; `n` bytes fit in data.
     unsafe {
+        // The header first: its helper calls clobber the argument registers, and a size
+        // bounded before them is spilled and refilled, which the verifiers of 5.10 and 6.1
+        // track as unbounded. The volatile read keeps the compiler from bounding it earlier:
+        // bounded after it, the size goes straight into the call.
         let mut h = header(pid_tgid, slot, kind, fd, ret);
+        let len = core::ptr::read_volatile(&len);
+        let mut n = if len < limit as u64 { len } else { limit as u64 };
+        // A mask the verifier can follow: n is at most READ_COPY.
+        n &= (READ_COPY as u64 * 2) - 1;
+        if n > READ_COPY as u64 {
+            n = READ_COPY as u64;
+        }
         if ptr != 0 && n > 0 {
             let copied = probe_read_user_raw(
                 core::ptr::addr_of_mut!((*event).data).cast(),
-                n,
+                n as u32,
                 ptr as *const core::ffi::c_void,
             );
             if copied == 0 {

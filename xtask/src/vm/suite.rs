@@ -1,8 +1,8 @@
 //! What runs inside each guest: `monitor check` with every program attached, the privileged
 //! accuracy tests that need only the kernel (monitor stat against the workload's own truth,
 //! forking and threaded workloads, `monitor run` serving /metrics, a `--comm` restart, limits
-//! from the guest's cgroup v2 tree), and a few
-//! `monitor stat --json` runs whose figures come back to the host for the summary.
+//! from the guest's cgroup v2 tree, HTTP requests and explicit tags seen by the requests family),
+//! and a few `monitor stat --json` runs whose figures come back to the host for the summary.
 //!
 //! Timing benchmarks stay on the host: under TCG every cost is emulated. Accuracy does not
 //! depend on speed (both sides read the kernel's own accounting), so the tests' tolerances hold.
@@ -21,6 +21,11 @@ pub struct TestBinaries {
     pub daemon: PathBuf,
     /// tests/tests/limits.rs: limits from the guest's cgroup v2 tree (the host has v1).
     pub limits: PathBuf,
+    /// tests/tests/requests.rs: the requests family against Python servers on the guest's
+    /// loopback (the guest's root is the host's, so the test venv is there too).
+    pub requests: PathBuf,
+    /// The test venv's python3 (setup::python_env).
+    pub python: PathBuf,
 }
 
 /// The daemon tests that need only the kernel and the workload (the rest start Prometheus or
@@ -39,6 +44,16 @@ const DAEMON_TESTS: &[&str] = &[
     "proc_only_switches_are_every_threads",
     "join_baseline_holds_every_threads_switches",
     "exited_children_leave_the_target_set_without_sched",
+];
+
+/// The requests tests the guest runs: the kernel side of HTTP detection (every socket syscall
+/// the servers make, iovec and msghdr buffers, the ring buffer) and of slices (explicit tags'
+/// CPU against the threads' own clocks). The rest parse and route in user space, which the
+/// host's run covers.
+const REQUESTS_TESTS: &[&str] = &[
+    "keep_alive_pipelined_split_and_reused_fds_count_each_request_once",
+    "interim_responses_streams_and_large_bodies_end_with_their_final_response",
+    "explicit_tags_get_their_threads_cpu_and_syscalls",
 ];
 
 /// `monitor stat --json -- workload ARGS` runs whose reports come back as `<name>.json`.
@@ -89,6 +104,8 @@ pub fn build_test_binaries(tools: &Tools) -> anyhow::Result<TestBinaries> {
         stat: executable("stat")?,
         daemon: executable("daemon")?,
         limits: executable("limits")?,
+        requests: executable("requests")?,
+        python: crate::setup::python_env()?,
     })
 }
 
@@ -100,7 +117,8 @@ fn quote(path: &Path) -> String {
 /// MONITOR_VM_RESULTS; every step runs even when one fails, and the exit code says whether all
 /// passed.
 pub fn script(tests: &TestBinaries) -> String {
-    let mut s = String::from(
+    let mut s = format!("export MONITOR_TEST_PYTHON={}\n", quote(&tests.python));
+    s.push_str(
         r#"set -u
 failed=""
 step() {
@@ -123,6 +141,11 @@ step "monitor check" "$MONITOR_BIN" check
         "step \"daemon tests\" {} --test-threads=1 --exact {}\n",
         quote(&tests.daemon),
         DAEMON_TESTS.join(" ")
+    ));
+    s.push_str(&format!(
+        "step \"requests tests\" {} --test-threads=1 --exact {}\n",
+        quote(&tests.requests),
+        REQUESTS_TESTS.join(" ")
     ));
     s.push_str(&format!(
         "step \"limits tests\" {} --test-threads=1\n",
