@@ -294,7 +294,11 @@ fn send_io(
         // bounded after it, the size goes straight into the call.
         let mut h = header(pid_tgid, slot, kind, fd, ret);
         let len = core::ptr::read_volatile(&len);
-        let mut n = if len < limit as u64 { len } else { limit as u64 };
+        let mut n = if len < limit as u64 {
+            len
+        } else {
+            limit as u64
+        };
         // A mask the verifier can follow: n is at most READ_COPY.
         n &= (READ_COPY as u64 * 2) - 1;
         if n > READ_COPY as u64 {

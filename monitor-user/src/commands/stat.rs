@@ -54,7 +54,7 @@ pub struct Report {
     /// accounting the counts above are built from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait4: Option<Wait4Usage>,
-    /// With `--programs requests`: "METHOD /template" -> what its requests cost.
+    /// With the requests family: "METHOD /template" -> what its requests cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<BTreeMap<String, RouteReport>>,
 }
@@ -523,7 +523,8 @@ fn render(r: &Report) -> String {
             secs * 1e6 / *count as f64
         );
     }
-    if let Some(routes) = &r.requests {
+    // A command that served no HTTP and wrote no tag gets no table (the JSON says `{}`).
+    if let Some(routes) = r.requests.as_ref().filter(|r| !r.is_empty()) {
         let mut rows: Vec<_> = routes.iter().collect();
         rows.sort_by(|a, b| {
             b.1.cpu_seconds

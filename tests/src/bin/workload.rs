@@ -83,6 +83,13 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = Nr::Getppid)]
         nr: Nr,
     },
+    /// Write N explicit tags to fd -1, alternately `monitor:begin bench` and `monitor:end`
+    /// (each fails at once with EBADF: what an application pays per tag).
+    Tags {
+        /// Tag writes (an even number closes every unit it opens).
+        #[arg(long, value_name = "N")]
+        count: u64,
+    },
     /// Open and close /dev/null N times, then fail to open a missing path F times.
     Files {
         /// Successful open+close pairs on /dev/null.
@@ -258,6 +265,7 @@ impl Mode {
         match self {
             Self::Spin { .. } => "spin",
             Self::Syscalls { .. } => "syscalls",
+            Self::Tags { .. } => "tags",
             Self::Files { .. } => "files",
             Self::Faults { .. } => "faults",
             Self::Hold { .. } => "hold",
@@ -280,6 +288,7 @@ impl Mode {
         match *self {
             Self::Spin { millis, threads } => spin(millis, threads),
             Self::Syscalls { count, nr } => Ok(syscalls(count, nr)),
+            Self::Tags { count } => Ok(tags(count)),
             Self::Files { opens, fails } => files(opens, fails),
             Self::Faults { pages, rounds } => faults(pages, rounds),
             Self::Hold { mib } => hold(mib),
@@ -373,6 +382,9 @@ enum Work {
         syscalls: u64,
         nr: Nr,
         syscall_nr: libc::c_long,
+    },
+    Tags {
+        tags: u64,
     },
     Files {
         opens: u64,
@@ -865,6 +877,21 @@ fn syscalls(count: u64, nr: Nr) -> Outcome {
             nr,
             syscall_nr: nr.number(),
         },
+        ns_per_op: per_op(elapsed, count),
+    }
+}
+
+fn tags(count: u64) -> Outcome {
+    const MARKERS: [&[u8]; 2] = [b"monitor:begin bench", b"monitor:end"];
+    let start = Instant::now();
+    for i in 0..count {
+        let marker = MARKERS[(i % 2) as usize];
+        // SAFETY: writes `marker`'s bytes to fd -1, which fails with EBADF and touches nothing.
+        black_box(unsafe { libc::write(-1, marker.as_ptr().cast(), marker.len()) });
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        work: Work::Tags { tags: count },
         ns_per_op: per_op(elapsed, count),
     }
 }

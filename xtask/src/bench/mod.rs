@@ -73,6 +73,7 @@ pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
         fault_pages: 5_000,
         fault_rounds: if quick { 4 } else { 10 },
         pingpong: if quick { 100_000 } else { 300_000 },
+        tags: if quick { 200_000 } else { 500_000 },
         // Both threads on one CPU: each round trip is two plain context switches. Across CPUs a
         // round trip is dominated by the wakeup IPI (about 80 us on this VM), which hides them.
         cpus: Some("0,0".to_string()),
@@ -173,7 +174,7 @@ fn report(
          daemon's cost for the operation. For the fd and context-switch goals monitor also runs with only the programs \
          of that job (`--programs fds`: sys_exit alone, reading the syscall number from the saved registers; \
          `--programs sched`: sched_switch), next to the bpftrace program for the same job. The fork and exit \
-         followers are attached in every monitor configuration. Each bpftrace program does only the job named (the \
+         followers are attached in every monitor configuration. `monitor run --pid --programs all,requests` adds the requests family (its own sys_exit, sched_switch and wakeup programs) and runs the getppid storm and the explicit-tag storm (writes of `monitor:begin bench` and `monitor:end` to fd -1, alternately, each failing with EBADF; the family reads and sends each one to the daemon). Each bpftrace program does only the job named (the \
          program a user would write for that one question; the programs are in `xtask/src/bench/tracers.rs`); \
          \"bpftrace doing monitor's whole syscall job\" joins the count + latency program and the fd program.\n\
          - Floors: empty programs (`r0 = 0; exit`) loaded by the bench itself on raw_syscalls sys_enter + sys_exit, as \

@@ -21,6 +21,7 @@ pub enum Storm {
     Files,
     Faults,
     Pingpong,
+    Tags,
 }
 
 impl Storm {
@@ -36,6 +37,7 @@ impl Storm {
                 Some(c) => format!("pingpong --rounds {} --cpus {c}", p.pingpong),
                 None => format!("pingpong --rounds {}", p.pingpong),
             },
+            Self::Tags => format!("tags --count {}", p.tags),
         }
     }
 
@@ -45,16 +47,24 @@ impl Storm {
             Self::Files => "open+close pair",
             Self::Faults => "page fault",
             Self::Pingpong => "pipe round trip (2 context switches)",
+            Self::Tags => "explicit tag (write(-1, marker))",
         }
     }
 
-    const ALL: [Self; 4] = [Self::Syscalls, Self::Files, Self::Faults, Self::Pingpong];
+    const ALL: [Self; 5] = [
+        Self::Syscalls,
+        Self::Files,
+        Self::Faults,
+        Self::Pingpong,
+        Self::Tags,
+    ];
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Config {
     Alone,
     Monitor,
+    MonitorRequests,
     MonitorFds,
     MonitorSched,
     BtSyscalls,
@@ -74,9 +84,10 @@ pub enum Role {
 }
 
 impl Config {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::Alone,
         Self::Monitor,
+        Self::MonitorRequests,
         Self::MonitorFds,
         Self::MonitorSched,
         Self::BtSyscalls,
@@ -91,7 +102,14 @@ impl Config {
 
     fn storms(self, role: Role) -> &'static [Storm] {
         match (self, role) {
-            (Self::Alone | Self::Monitor, Role::Target) => &Storm::ALL,
+            (Self::Alone, Role::Target) => &Storm::ALL,
+            (Self::Monitor, Role::Target) => &[
+                Storm::Syscalls,
+                Storm::Files,
+                Storm::Faults,
+                Storm::Pingpong,
+            ],
+            (Self::MonitorRequests, Role::Target) => &[Storm::Syscalls, Storm::Tags],
             (Self::Monitor, Role::Other) => &[Storm::Syscalls, Storm::Pingpong],
             (Self::MonitorFds, Role::Target) => &[Storm::Files],
             (Self::MonitorSched, Role::Target) => &[Storm::Pingpong],
@@ -109,6 +127,7 @@ impl Config {
         match self {
             Self::Alone => "nothing attached",
             Self::Monitor => "monitor run --pid",
+            Self::MonitorRequests => "monitor run --pid --programs all,requests",
             Self::MonitorFds => "monitor run --pid --programs fds (fd tracking alone: sys_exit)",
             Self::MonitorSched => {
                 "monitor run --pid --programs sched (on-CPU accounting alone: sched_switch)"
@@ -140,6 +159,8 @@ pub struct Params {
     pub fault_pages: u64,
     pub fault_rounds: u64,
     pub pingpong: u64,
+    /// Explicit tag writes (the requests family reads each one).
+    pub tags: u64,
     pub cpus: Option<String>,
     /// Run the bpf_stats pass.
     pub profile: bool,
@@ -185,6 +206,12 @@ fn attach(scratch: &Scratch, config: Config, pid: u32) -> anyhow::Result<Result<
     Ok(match config {
         Config::Alone => Ok(Attached::Nothing),
         Config::Monitor => Ok(Attached::Monitor(Monitor::start(scratch, pid, None)?)),
+        Config::MonitorRequests => Ok(Attached::Monitor(Monitor::start_with(
+            scratch,
+            pid,
+            None,
+            Some("all,requests"),
+        )?)),
         Config::MonitorFds => Ok(Attached::Monitor(Monitor::start_with(
             scratch,
             pid,
@@ -429,6 +456,11 @@ impl Overhead {
         for (label, config, role) in [
             ("nothing attached", Config::Alone, Role::Target),
             ("**monitor**, in the target", Config::Monitor, Role::Target),
+            (
+                "monitor --programs all,requests, in the target (the requests family's sys_exit program too)",
+                Config::MonitorRequests,
+                Role::Target,
+            ),
             (Config::BtSyscalls.label(), Config::BtSyscalls, Role::Target),
             (Config::FloorTp.label(), Config::FloorTp, Role::Target),
             (Config::FloorRaw.label(), Config::FloorRaw, Role::Target),
@@ -523,7 +555,7 @@ impl Overhead {
             );
             row(
                 &mut s,
-                "**monitor**, in the target (every program: syscalls, fds, sched, faults)",
+                "**monitor**, in the target (default programs: syscalls, fds, sched, faults)",
                 self.cell(Config::Monitor, Role::Target, storm),
             );
             if let Some(c) = job_only {
@@ -582,6 +614,23 @@ impl Overhead {
             }
             s.push_str(".\n\n");
         }
+        let _ = writeln!(
+            s,
+            "### 3. Explicit tags: {} writes of `monitor:begin bench` / `monitor:end` to fd -1, ns per tag\n",
+            p.tags
+        );
+        s.push_str(header);
+        row(
+            &mut s,
+            "nothing attached (the write fails with EBADF)",
+            self.cell(Config::Alone, Role::Target, Storm::Tags),
+        );
+        row(
+            &mut s,
+            "**monitor --programs all,requests**, in the target (the requests family sends each tag to the daemon)",
+            self.cell(Config::MonitorRequests, Role::Target, Storm::Tags),
+        );
+        s.push('\n');
         if !self.notes.is_empty() {
             let _ = writeln!(s, "Checks: {}.\n", self.notes.join("; "));
         }
