@@ -13,6 +13,10 @@
 //!
 //! Neither says anything about monitor, so the harness boots that kernel once more. Any other
 //! failure, a real int3 or a lockup anywhere else, still fails at once.
+//!
+//! The guests now run single-threaded TCG (qemu.rs), where the vCPUs take turns and no stale
+//! translation outlives a rewrite: the full matrix run that made the switch saw none. The check
+//! stays as a guard: should it fire again, the log names it instead of a bare timeout.
 
 /// What a serial log shows when TCG ran stale code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
