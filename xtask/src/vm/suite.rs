@@ -114,8 +114,8 @@ fn quote(path: &Path) -> String {
 }
 
 /// The script text. The harness exports MONITOR_BIN, WORKLOAD_BIN, MONITOR_VM_KERNEL and
-/// MONITOR_VM_RESULTS; every step runs even when one fails, and the exit code says whether all
-/// passed.
+/// MONITOR_VM_RESULTS, the script itself MONITOR_TEST_PYTHON; every step runs even when one
+/// fails, and the exit code says whether all passed.
 pub fn script(tests: &TestBinaries) -> String {
     let mut s = format!("export MONITOR_TEST_PYTHON={}\n", quote(&tests.python));
     s.push_str(
