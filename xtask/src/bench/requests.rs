@@ -245,7 +245,7 @@ fn run_config(
     let fetches = if config == Config::Requests { 2 } else { 0 };
     if served != sent + fetches {
         notes.push(format!(
-            "round {}, {}: the server answered {served} requests of {sent}",
+            "round {}, {}: the server answered {served} requests of {sent} sent (and {fetches} OpenAPI fetches expected)",
             round + 1,
             config.label()
         ));
@@ -432,7 +432,7 @@ impl Requests {
         match self.family(one) {
             Some(d) => rows.push((
                 format!(
-                    "Requests family, per HTTP request (server CPU, {one} keep-alive connection{}): <= {GOAL_NS:.0} ns over monitor's syscall tracing alone (Beyla publishes about 500 ns)",
+                    "Requests family, per HTTP request (server CPU, {one} keep-alive connection{}): <= {GOAL_NS:.0} ns over monitor's default programs (Beyla publishes about 500 ns)",
                     if one == 1 { "" } else { "s" }
                 ),
                 format!("{:+.0} ns ({:+.0} .. {:+.0})", d.median, d.min, d.max),
