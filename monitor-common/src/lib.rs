@@ -64,6 +64,7 @@ pub mod maps {
     pub const REQUEST_EVENTS_LOST: &str = "REQUEST_EVENTS_LOST";
     pub const HTTP_CONNECTIONS: &str = "HTTP_CONNECTIONS";
     pub const HTTP_PROCESSES: &str = "HTTP_PROCESSES";
+    pub const RUNNING_SLICES: &str = "RUNNING_SLICES";
 }
 
 /// Names of the kernel's global constants, set by the loader before load.
@@ -88,6 +89,10 @@ pub mod globals {
     /// 1 when the exit variant reads `group_dead` (6.16+), so sched_process_free only cleans up;
     /// 0 and the group leader's free also ends the process's membership.
     pub const EXIT_KNOWS_GROUP_DEAD: &str = "EXIT_KNOWS_GROUP_DEAD";
+    /// 1 when the requests family is attached: sched_switch then notes when each CPU's running
+    /// slice began and sys_exit counts its syscalls (RUNNING_SLICES), so request events can say
+    /// how much CPU their thread has had.
+    pub const REQUESTS_ENABLED: &str = "REQUESTS_ENABLED";
 }
 
 /// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.
@@ -165,6 +170,9 @@ pub struct ThreadStats {
     /// `THREAD_*`: where the thread is in its life. The entry is removed at the thread's final
     /// switch-out or when the task is freed, and a stale one (a reused tid) at a target's fork.
     pub exit_state: u16,
+    /// Syscalls the thread made while the requests family ran, up to its last switch-out (the
+    /// syscall exits of its slices, added at each switch-out): what request events count from.
+    pub syscalls: u64,
 }
 
 /// The thread runs: every switch-out adds its on-CPU growth.
@@ -179,7 +187,7 @@ pub const THREAD_COUNT_AT_FREE: u16 = 2;
 const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);
 const _: () = assert!(core::mem::size_of::<SyscallStat>() == 16);
 const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
-const _: () = assert!(core::mem::size_of::<ThreadStats>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadStats>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

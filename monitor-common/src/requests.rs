@@ -1,5 +1,7 @@
 //! Events of the requests family: what the kernel tells user space about a target's HTTP
-//! connections and the CPU slices of its threads, through one ring buffer.
+//! connections and the hand-overs between its threads, through one ring buffer. Every event says
+//! how much CPU its thread (and a wakeup's wakee) has had so far, so CPU between two events of
+//! a thread is a difference, with no event per context switch.
 //!
 //! Every event starts with the same header; reads and writes carry the first bytes moved, so
 //! user space can find request lines and status lines (all parsing happens there). The kernel
@@ -11,11 +13,11 @@ pub const READ_COPY: usize = 256;
 /// Bytes of a write copied into its event: a status line's `HTTP/1.1 200 ` is 13.
 pub const WRITE_COPY: usize = 16;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size). At 5,000 requests a
-/// second and about four events each, this holds over a second of events.
+/// second and about three events each, this holds over a second of events.
 pub const RING_BYTES: u32 = 4 << 20;
 /// Connections followed at once (an LRU map: one that is never closed ages out).
 pub const MAX_HTTP_CONNECTIONS: u32 = 65536;
-/// Processes that served HTTP at least once: only their threads' slices are sent.
+/// Processes that served HTTP at least once: only their threads' wakeups are sent.
 pub const MAX_HTTP_PROCESSES: u32 = 4096;
 
 /// `EventHeader::kind`.
@@ -26,8 +28,7 @@ pub mod kind {
     pub const WRITE: u8 = 2;
     /// A followed connection was closed.
     pub const CLOSE: u8 = 3;
-    /// A target thread left the CPU: it ran from `slice_start_ns` to `ts_ns`.
-    pub const SLICE: u8 = 4;
+    // 4 was SLICE (an event per switch-out), replaced by the CPU every event carries.
     /// A target thread woke another thread of its process (`peer` is the wakee's tid).
     pub const WAKE: u8 = 5;
     /// An explicit tag: a `write(-1, "monitor:...", n)` by a target thread (it fails with
@@ -46,21 +47,26 @@ pub const TAG_RESULT: i64 = -9;
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
-    /// bpf_ktime_get_ns() when the syscall returned, the thread switched out, or the wakeup.
+    /// bpf_ktime_get_ns() when the syscall returned or the wakeup happened.
     pub ts_ns: u64,
-    /// When the thread's current on-CPU slice started (its switch-in), 0 when unknown (it began
-    /// before the programs attached). For SLICE, the slice's start.
-    pub slice_start_ns: u64,
+    /// The thread's on-CPU time since it started, at `ts_ns` (the scheduler's sum_exec_runtime
+    /// at its last switch-out plus the running slice so far); 0 when unknown (the thread has not
+    /// switched out since the programs attached).
+    pub oncpu_ns: u64,
     /// The syscall's result (bytes moved); 0 for the other kinds.
     pub ret: i64,
+    /// For WAKE, the wakee's on-CPU time (it is not running: its sum_exec_runtime at its last
+    /// switch-out); 0 when unknown and for the other kinds.
+    pub peer_oncpu_ns: u64,
     pub tgid: u32,
     pub tid: u32,
     /// The fd of READ, WRITE and CLOSE; the wakee's tid for WAKE.
     pub peer: u32,
-    /// Syscalls the thread made in its current slice so far, this one included (for SLICE,
-    /// in the whole slice); 0 when the slice's start is unknown.
-    pub slice_syscalls: u32,
-    pub _pad: u32,
+    /// Syscalls the thread made since the family attached, this one included (wrapping); valid
+    /// when `oncpu_ns` is.
+    pub syscalls: u32,
+    /// For WAKE, the wakee's syscalls the same way; valid when `peer_oncpu_ns` is.
+    pub peer_syscalls: u32,
     /// Bytes of `data` that are valid (READ, WRITE and TAG events).
     pub copied: u16,
     /// `kind::*`.
@@ -79,8 +85,8 @@ pub struct IoEvent {
 
 pub const HEADER_BYTES: usize = core::mem::size_of::<EventHeader>();
 
-const _: () = assert!(HEADER_BYTES == 48);
-const _: () = assert!(core::mem::size_of::<IoEvent>() == 48 + READ_COPY);
+const _: () = assert!(HEADER_BYTES == 56);
+const _: () = assert!(core::mem::size_of::<IoEvent>() == 56 + READ_COPY);
 
 /// The methods a followed connection's first read may start with, as the first four bytes
 /// (little-endian u32): the kernel's only string work.
@@ -127,21 +133,24 @@ pub mod io_nr {
     pub const RECVMSG: u32 = 47;
 }
 
-/// Where a thread's current on-CPU slice began, per CPU (written at switch-in of a target).
+/// The slice running on a CPU (whoever runs: sched_switch writes it at every switch while the
+/// requests family is attached). A request event of the running thread adds `now - since_ns`
+/// and `syscalls` to what the thread's THREAD_STATS entry held at its last switch-out.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct SliceStart {
-    pub start_ns: u64,
-    pub tid: u32,
-    /// Syscalls the thread has made since `start_ns` (counted at their exit).
+pub struct RunningSlice {
+    /// bpf_ktime_get_ns() at the switch-in; 0 before the first switch seen on this CPU.
+    pub since_ns: u64,
+    /// Syscalls a target thread made in this slice (counted at their exit).
     pub syscalls: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SliceStart>() == 16);
+const _: () = assert!(core::mem::size_of::<RunningSlice>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), Copy, no padding, valid for any bits.
     unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::SliceStart {}
+    unsafe impl aya::Pod for super::RunningSlice {}
 }

@@ -7,6 +7,7 @@ use monitor_common::{
     BPF_F_MMAPABLE, MAX_ERRNO, MAX_START_OVERFLOW, MAX_SYSCALLS, MAX_TARGET_PROCESSES,
     MAX_TARGET_THREADS, MAX_TARGETS, START_SLOTS, SyscallStart, SyscallStat,
     TARGET_INDEX_DEFAULT_ENTRIES, TARGET_INDEX_SPAN, TargetCounters, ThreadStats, map_full,
+    requests::RunningSlice,
 };
 
 /// tgid -> target slot. Written by user space (roots) and by the fork program (descendants).
@@ -59,6 +60,37 @@ pub static THREAD_STATS: HashMap<u32, ThreadStats> =
 /// both. A map, not a load-time constant: whether the attach succeeds is known only after load.
 #[map]
 pub static SCHED_ATTACHED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The slice running on each CPU (index 0), kept while the requests family is attached.
+#[map]
+pub static RUNNING_SLICES: PerCpuArray<RunningSlice> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 when the requests family is attached (set by the loader): sched_switch keeps
+/// RUNNING_SLICES and sys_exit counts a target's syscalls into it.
+#[unsafe(no_mangle)]
+static REQUESTS_ENABLED: u32 = 0;
+
+#[inline(always)]
+pub fn requests_enabled() -> bool {
+    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
+    unsafe { core::ptr::read_volatile(&REQUESTS_ENABLED) != 0 }
+}
+
+/// A switch on this CPU: a new slice begins now. Returns the syscalls the slice that ends made
+/// (a target thread's, or 0).
+#[inline(always)]
+pub fn begin_slice(now_ns: u64) -> u64 {
+    match RUNNING_SLICES.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; sched_switch does not nest with sys_exit on one CPU.
+        Some(r) => unsafe {
+            let ended = (*r).syscalls;
+            (*r).since_ns = now_ns;
+            (*r).syscalls = 0;
+            u64::from(ended)
+        },
+        None => 0,
+    }
+}
 
 /// Inserts that failed for lack of room, per map (`monitor_common::map_full`), per CPU.
 #[map]

@@ -1,17 +1,19 @@
-//! The requests family: a target's HTTP connections and its threads' CPU slices, as events.
+//! The requests family: a target's HTTP connections and the hand-overs between its threads, as
+//! events.
 //!
 //! User space ties CPU to requests with three kinds of facts, all sent through one ring buffer:
 //! - reads and writes on a target's connections, with their first bytes (request and status
 //!   lines) and the instant they returned: the boundaries of each request;
-//! - each on-CPU slice of a thread of a process that serves HTTP (switch-in to switch-out): CPU
-//!   between two instants of one thread is the part of its slices between them, exactly;
-//! - wakeups between threads of such a process: how a request read by the event loop reaches the
-//!   worker thread that runs its handler;
+//! - wakeups between threads of a process that serves HTTP: how a request read by the event
+//!   loop reaches the worker thread that runs its handler;
 //! - explicit tags, `write(-1, "monitor:...")` by the application: the write fails (EBADF)
 //!   before the kernel touches anything, and its bytes name a unit of work.
 //!
-//! Every event also says how many syscalls the thread made in its running slice so far, so
-//! user space books syscalls to requests the way it books CPU.
+//! Every event says how much CPU its thread has had and how many syscalls it made so far (a
+//! wakeup says it of the wakee too): the scheduler's sum_exec_runtime at the thread's last
+//! switch-out (THREAD_STATS, kept by sched_switch) plus its running slice (RUNNING_SLICES, which
+//! sched_switch restarts at every switch while this family is attached). CPU between two events
+//! of a thread is then a difference, exact, and no event is sent per context switch.
 //!
 //! A connection is followed from the first read that starts with a request-line method; every
 //! other read pays a 4-byte copy and a compare. Processes that are not targets pay the filter.
@@ -29,11 +31,13 @@ use aya_ebpf::{
 };
 use monitor_common::requests::{
     EventHeader, IoEvent, MAX_HTTP_CONNECTIONS, MAX_HTTP_PROCESSES, METHOD_PREFIXES, READ_COPY,
-    RING_BYTES, SliceStart, TAG_FD, TAG_PREFIX, TAG_RESULT, WRITE_COPY, connection_key, io_nr,
-    kind,
+    RING_BYTES, TAG_FD, TAG_PREFIX, TAG_RESULT, WRITE_COPY, connection_key, io_nr, kind,
 };
 
-use crate::{maps::target_slot, task::task_ids};
+use crate::{
+    maps::{RUNNING_SLICES, THREAD_STATS, target_slot},
+    task::task_ids,
+};
 
 #[map]
 pub static REQUEST_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
@@ -47,15 +51,11 @@ pub static REQUEST_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries
 pub static HTTP_CONNECTIONS: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(MAX_HTTP_CONNECTIONS, 0);
 
-/// tgid -> 1 for target processes that served HTTP: their threads' slices and wakeups are sent.
+/// tgid -> 1 for target processes that served HTTP (or tagged work): their wakeups are sent.
 /// An LRU map: processes that are gone (recycled workers) age out instead of filling it.
 #[map]
 pub static HTTP_PROCESSES: LruHashMap<u32, u8> =
     LruHashMap::with_max_entries(MAX_HTTP_PROCESSES, 0);
-
-/// The slice running on each CPU, when it is a target thread's.
-#[map]
-pub static SLICE_STARTS: PerCpuArray<SliceStart> = PerCpuArray::with_max_entries(1, 0);
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn requests_sys_exit(ctx: RawTracePointContext) -> i32 {
@@ -70,7 +70,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(slot) = target_slot(tgid) else {
         return Ok(());
     };
-    count_slice_syscall(pid_tgid as u32);
+    count_slice_syscall();
     let regs: *const pt_regs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: probe reads of the syscall's saved registers.
@@ -179,8 +179,8 @@ impl Buffer {
     }
 }
 
-/// A tag: `write(-1, buf, n)` whose buffer starts with TAG_PREFIX. Its process's slices are
-/// followed from now on, as an HTTP server's are (tagged work is booked from them).
+/// A tag: `write(-1, buf, n)` whose buffer starts with TAG_PREFIX. Its process's wakeups are
+/// sent from now on, as an HTTP server's are.
 #[inline(always)]
 fn send_tag(pid_tgid: u64, slot: u32, regs: *const pt_regs) -> Result<(), i64> {
     // SAFETY: probe reads of the saved registers and of the user buffer.
@@ -210,26 +210,43 @@ fn send_tag(pid_tgid: u64, slot: u32, regs: *const pt_regs) -> Result<(), i64> {
     )
 }
 
-/// One more syscall in the running slice of `tid` (when its start was seen).
+/// One more syscall of the running target thread, in its CPU's running slice. (A switch that
+/// preempts this add between its load and store can lose one count; sched_switch resets the
+/// slice it would have gone to.)
 #[inline(always)]
-fn count_slice_syscall(tid: u32) {
-    if let Some(s) = SLICE_STARTS.get_ptr_mut(0) {
-        // SAFETY: per-CPU value; the program runs in the thread's own context.
-        unsafe {
-            if (*s).tid == tid && (*s).start_ns != 0 {
-                (*s).syscalls += 1;
-            }
-        }
+fn count_slice_syscall() {
+    if let Some(r) = RUNNING_SLICES.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        unsafe { (*r).syscalls += 1 };
     }
 }
 
-/// Where the running slice of `tid` began and its syscalls so far ((0, 0) when unknown).
+/// A thread's on-CPU ns and syscalls (wrapping) at its last switch-out, from THREAD_STATS;
+/// (0, 0) when it has no entry (not switched out since the programs attached) or the entry is
+/// another process's (a reused tid).
 #[inline(always)]
-fn current_slice(tid: u32) -> (u64, u32) {
-    match SLICE_STARTS.get(0) {
-        Some(s) if s.tid == tid => (s.start_ns, s.syscalls),
+fn switched_out(tid: u32, tgid: u32) -> (u64, u32) {
+    // Plain branches on copied fields (see sched.rs's final_switch_out).
+    match THREAD_STATS.get_ptr(tid) {
+        // SAFETY: fields copied out at once.
+        Some(t) if unsafe { (*t).tgid } == tgid => unsafe { ((*t).oncpu_ns, (*t).syscalls as u32) },
         _ => (0, 0),
     }
+}
+
+/// The running thread's on-CPU ns and syscalls at `now`: what it had at its last switch-out plus
+/// its running slice. (0, 0) when either is unknown.
+#[inline(always)]
+fn running_progress(tid: u32, tgid: u32, now: u64) -> (u64, u32) {
+    let (since, in_slice) = match RUNNING_SLICES.get(0) {
+        Some(r) => (r.since_ns, r.syscalls),
+        None => (0, 0),
+    };
+    let (oncpu, syscalls) = switched_out(tid, tgid);
+    if since == 0 || oncpu == 0 || now < since {
+        return (0, 0);
+    }
+    (oncpu + (now - since), syscalls.wrapping_add(in_slice))
 }
 
 #[inline(always)]
@@ -242,18 +259,20 @@ fn count_lost() {
 
 #[inline(always)]
 fn header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> EventHeader {
-    let tid = pid_tgid as u32;
-    let (slice_start_ns, slice_syscalls) = current_slice(tid);
+    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    // SAFETY: plain helper call.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let (oncpu_ns, syscalls) = running_progress(tid, tgid, ts_ns);
     EventHeader {
-        // SAFETY: plain helper call.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        slice_start_ns,
+        ts_ns,
+        oncpu_ns,
         ret,
-        tgid: (pid_tgid >> 32) as u32,
+        peer_oncpu_ns: 0,
+        tgid,
         tid,
         peer,
-        slice_syscalls,
-        _pad: 0,
+        syscalls,
+        peer_syscalls: 0,
         copied: 0,
         kind,
         slot: slot as u8,
@@ -320,62 +339,6 @@ fn send_io(
     Ok(())
 }
 
-/// Slices: every switch-out of a thread of an HTTP-serving target sends its slice; every
-/// switch-in of a target thread notes where its slice began.
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn requests_sched_switch(ctx: RawTracePointContext) -> i32 {
-    let _ = try_sched_switch(&ctx);
-    0
-}
-
-// TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
-const ARG_NEXT: usize = 2;
-
-#[inline(always)]
-fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(slot) = target_slot(prev_tgid) {
-        // SAFETY: presence test only.
-        if unsafe { HTTP_PROCESSES.get(prev_tgid) }.is_some() {
-            let (start, syscalls) = current_slice(prev_tid);
-            if start != 0 {
-                let event = EventHeader {
-                    ts_ns: now,
-                    slice_start_ns: start,
-                    ret: 0,
-                    tgid: prev_tgid,
-                    tid: prev_tid,
-                    peer: 0,
-                    slice_syscalls: syscalls,
-                    _pad: 0,
-                    copied: 0,
-                    kind: kind::SLICE,
-                    slot: slot as u8,
-                };
-                if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
-                    count_lost();
-                }
-            }
-        }
-    }
-    let next: *const u8 = ctx.arg(ARG_NEXT);
-    let (next_tid, next_tgid) = task_ids(next)?;
-    if target_slot(next_tgid).is_some()
-        && let Some(s) = SLICE_STARTS.get_ptr_mut(0)
-    {
-        // SAFETY: per-CPU value.
-        unsafe {
-            (*s).start_ns = now;
-            (*s).tid = next_tid;
-            (*s).syscalls = 0;
-        }
-    }
-    Ok(())
-}
-
 /// A target thread of an HTTP-serving process waking a thread of the same process.
 #[raw_tracepoint(tracepoint = "sched_waking")]
 pub fn requests_waking(ctx: RawTracePointContext) -> i32 {
@@ -406,5 +369,13 @@ fn try_wake(ctx: &RawTracePointContext) -> Result<(), i64> {
     if wakee_tgid != tgid || wakee_tid == pid_tgid as u32 {
         return Ok(());
     }
-    send_header(pid_tgid, slot, kind::WAKE, wakee_tid, 0)
+    let mut event = header(pid_tgid, slot, kind::WAKE, wakee_tid, 0);
+    // The wakee is not running (or is about to stop): its last switch-out is its CPU so far.
+    let (oncpu, syscalls) = switched_out(wakee_tid, tgid);
+    event.peer_oncpu_ns = oncpu;
+    event.peer_syscalls = syscalls;
+    if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
+        count_lost();
+    }
+    Ok(())
 }

@@ -7,12 +7,17 @@
 //! (slightly stale) values of live threads with their /proc schedstat, so slices still running
 //! count too; what only the kernel can give is the time of threads that are gone.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use monitor_common::{THREAD_LAST_OF_GROUP, THREAD_LIVE, ThreadStats, map_full};
 
 use crate::{
-    maps::{THREAD_STATS, count_map_full, counters, leave_targets, target_slot},
+    maps::{
+        THREAD_STATS, begin_slice, count_map_full, counters, leave_targets, requests_enabled,
+        target_slot,
+    },
     task::{task_oncpu_ns, task_state},
 };
 
@@ -49,6 +54,14 @@ enum StateFrom {
 fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    // With the requests family, every switch starts the CPU's slice record: request events of
+    // the next thread measure its running slice from here (one per-CPU store, no event).
+    let slice_syscalls = if requests_enabled() {
+        // SAFETY: plain helper call.
+        begin_slice(unsafe { bpf_ktime_get_ns() })
+    } else {
+        0
+    };
     if let Some(slot) = target_slot(prev_tgid) {
         let prev: *const u8 = ctx.arg(ARG_PREV);
         // The kernel counts a switch as voluntary when the task blocks (not preempted and no
@@ -63,7 +76,14 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
             final_switch_out(prev_tid, prev_tgid, slot, oncpu);
         } else {
             let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
-            account(slot, prev_tid, prev_tgid, oncpu, Some(voluntary));
+            account(
+                slot,
+                prev_tid,
+                prev_tgid,
+                oncpu,
+                Some(voluntary),
+                slice_syscalls,
+            );
         }
     }
     Ok(())
@@ -108,9 +128,17 @@ fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
 /// before its process joined is not in the join baseline, see user space). A thread without an
 /// entry has had nothing of its on-CPU time counted, so when the map is full its time is still
 /// counted whole at its final switch-out: a full map delays on-CPU time until threads exit, it
-/// never loses it. User space covers the live ones from /proc.
+/// never loses it. User space covers the live ones from /proc. `syscalls` are the ones the
+/// thread made in the slice that ends (counted only while the requests family is attached).
 #[inline(always)]
-pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<bool>) -> bool {
+pub fn account(
+    slot: u32,
+    tid: u32,
+    tgid: u32,
+    oncpu_ns: u64,
+    voluntary: Option<bool>,
+    syscalls: u64,
+) -> bool {
     let (vol, invol) = match voluntary {
         Some(true) => (1, 0),
         Some(false) => (0, 1),
@@ -124,6 +152,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
             (*t).oncpu_ns = oncpu_ns.max((*t).oncpu_ns);
             (*t).switches_voluntary += vol;
             (*t).switches_involuntary += invol;
+            (*t).syscalls += syscalls;
             (ran, true)
         },
         None => {
@@ -134,6 +163,7 @@ pub fn account(slot: u32, tid: u32, tgid: u32, oncpu_ns: u64, voluntary: Option<
                 tgid,
                 slot: slot as u16,
                 exit_state: THREAD_LIVE,
+                syscalls,
             };
             if THREAD_STATS.insert(tid, fresh, 0).is_ok() {
                 (oncpu_ns, true)

@@ -133,7 +133,7 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
     };
     let oncpu = task_oncpu_ns(task)?;
     let marks_its_end = group_dead || !with_sched;
-    if marks_its_end && account(slot, tid, tgid, oncpu, None) {
+    if marks_its_end && account(slot, tid, tgid, oncpu, None, 0) {
         if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
             // SAFETY: live map value written only by this thread.
             unsafe { (*t).exit_state = mark };

@@ -108,7 +108,10 @@ impl RequestsWatch {
         let Ok(mut tracker) = self.tracker.lock() else {
             return BTreeMap::new();
         };
-        tracker.tick(u64::MAX / 2);
+        let procfs = crate::collect::procfs::ProcFs::new("/proc");
+        tracker.tick(u64::MAX / 2, &mut |tgid, tid| {
+            procfs.thread_schedstat_ns(tgid, tid).ok()
+        });
         let Some(target) = tracker.target(0) else {
             return BTreeMap::new();
         };

@@ -1,7 +1,7 @@
 //! The kernel's request events, decoded from ring-buffer records (monitor-common's layout).
 use monitor_common::requests::{EventHeader, HEADER_BYTES, kind};
 
-use super::thread_cpu::SliceSoFar;
+use super::thread_cpu::Progress;
 
 /// One event, borrowing the record's copied bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,24 +24,18 @@ pub enum Event<'a> {
         io: Io,
         data: &'a [u8],
     },
-    /// Thread `tid` ran from `start_ns` to `end_ns` without a break, making `syscalls`.
-    Slice {
-        tgid: u32,
-        tid: u32,
-        start_ns: u64,
-        end_ns: u64,
-        syscalls: u32,
-    },
-    /// Thread `tid` woke thread `wakee` of its process.
+    /// Thread `tid` woke thread `wakee` of its process, whose totals were `wakee_progress`.
     Wake {
         tgid: u32,
         tid: u32,
         wakee: u32,
         ts_ns: u64,
+        progress: Option<Progress>,
+        wakee_progress: Option<Progress>,
     },
 }
 
-/// What every read, write and close says: who, which fd, when, and the thread's slice so far.
+/// What every read, write and close says: who, which fd, when, and the thread's totals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Io {
     pub tgid: u32,
@@ -49,8 +43,8 @@ pub struct Io {
     pub slot: u8,
     pub fd: u32,
     pub ts_ns: u64,
-    /// The thread's running slice so far.
-    pub slice: SliceSoFar,
+    /// The thread's CPU and syscalls so far (None: the kernel did not know).
+    pub progress: Option<Progress>,
     /// Bytes moved by the syscall.
     pub len: u64,
 }
@@ -66,10 +60,7 @@ impl<'a> Event<'a> {
             slot: h.slot,
             fd: h.peer,
             ts_ns: h.ts_ns,
-            slice: SliceSoFar {
-                start_ns: h.slice_start_ns,
-                syscalls: h.slice_syscalls,
-            },
+            progress: Progress::known(h.oncpu_ns, h.syscalls),
             len: h.ret.max(0) as u64,
         };
         let data = || {
@@ -81,18 +72,13 @@ impl<'a> Event<'a> {
             kind::WRITE => Event::Write { io, data: data() },
             kind::CLOSE => Event::Close { io },
             kind::TAG => Event::Tag { io, data: data() },
-            kind::SLICE => Event::Slice {
-                tgid: h.tgid,
-                tid: h.tid,
-                start_ns: h.slice_start_ns,
-                end_ns: h.ts_ns,
-                syscalls: h.slice_syscalls,
-            },
             kind::WAKE => Event::Wake {
                 tgid: h.tgid,
                 tid: h.tid,
                 wakee: h.peer,
                 ts_ns: h.ts_ns,
+                progress: io.progress,
+                wakee_progress: Progress::known(h.peer_oncpu_ns, h.peer_syscalls),
             },
             _ => return None,
         })
@@ -118,13 +104,14 @@ mod tests {
     fn a_read_carries_only_its_copied_bytes() {
         let h = EventHeader {
             ts_ns: 10,
-            slice_start_ns: 5,
+            oncpu_ns: 5,
             ret: 100,
+            peer_oncpu_ns: 0,
             tgid: 7,
             tid: 8,
             peer: 9,
-            slice_syscalls: 3,
-            _pad: 0,
+            syscalls: 3,
+            peer_syscalls: 0,
             copied: 4,
             kind: kind::READ,
             slot: 0,
@@ -133,12 +120,31 @@ mod tests {
         match Event::decode(&r).unwrap() {
             Event::Read { io, data } => {
                 assert_eq!(data, b"GET ");
-                assert_eq!((io.fd, io.len, io.slice.start_ns), (9, 100, 5));
-                assert_eq!(io.slice.syscalls, 3);
+                assert_eq!((io.fd, io.len), (9, 100));
+                assert_eq!(io.progress, Progress::known(5, 3));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(Event::decode(&r[..10]), None);
+        let mut wake = h;
+        (
+            wake.kind,
+            wake.oncpu_ns,
+            wake.peer_oncpu_ns,
+            wake.peer_syscalls,
+        ) = (kind::WAKE, 0, 70, 2);
+        match Event::decode(&record(wake, b"")).unwrap() {
+            Event::Wake {
+                wakee,
+                progress,
+                wakee_progress,
+                ..
+            } => {
+                assert_eq!((wakee, progress), (9, None));
+                assert_eq!(wakee_progress, Progress::known(70, 2));
+            }
+            other => panic!("{other:?}"),
+        }
         let mut unknown = h;
         unknown.kind = 99;
         assert_eq!(Event::decode(&record(unknown, b"")), None);

@@ -1,12 +1,11 @@
-//! CPU and syscalls of one thread between checkpoints, from its on-CPU slices.
+//! CPU and syscalls of one thread between checkpoints, from the thread's own running totals.
 //!
-//! A slice (switch-in to switch-out) is time the thread ran without a break, so the CPU between
-//! two instants is the part of its slices between them: exact, with no sampling. Slices arrive
-//! when they end, after the events inside them; an event that happens while the thread runs
-//! carries where the running slice began and how many syscalls the thread made in it so far. A
-//! checkpoint hands the work gathered since the last one to whoever the caller says it belongs
-//! to; the part of a slice that ends later but lies before a checkpoint goes to that
-//! checkpoint's owner (its syscalls in proportion to time: the kernel counts them per slice).
+//! Every kernel event says how much CPU its thread has had since it started (the scheduler's
+//! sum_exec_runtime, plus its running slice) and how many syscalls it has made: the work between
+//! two checkpoints of a thread is the difference of the two, exact, with no sampling and no
+//! event per context switch. Work after a thread's last event is found at its next one; for a
+//! thread that goes quiet while it works for someone (a long handler), the caller reads the
+//! scheduler's total from /proc at its tick ([`ThreadCpu::observe_cpu`]).
 use super::route_table::Route;
 
 /// Who work is booked to: a route, or no request.
@@ -25,113 +24,93 @@ impl Work {
     }
 }
 
-/// Where a thread was when an event happened: its running slice's start (0 when unknown: the
-/// thread is not running, or its slice began before the programs attached) and its syscalls in
-/// that slice so far.
+/// A thread's running totals at an instant: on-CPU ns since it started and syscalls counted
+/// since the kernel programs attached (a wrapping u32, as the kernel sends it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SliceSoFar {
-    pub start_ns: u64,
+pub struct Progress {
+    pub oncpu_ns: u64,
     pub syscalls: u32,
 }
 
+impl Progress {
+    /// From an event's fields: None when the kernel did not know (it sends 0).
+    pub fn known(oncpu_ns: u64, syscalls: u32) -> Option<Self> {
+        (oncpu_ns != 0).then_some(Self { oncpu_ns, syscalls })
+    }
+}
+
+/// Syscall counts further apart than this are a reordering, not progress.
+const SYSCALLS_SANE: u32 = 1 << 31;
+
 #[derive(Debug, Default)]
 pub struct ThreadCpu {
-    /// CPU before this instant is booked.
-    covered_ns: u64,
-    /// The last checkpoint, and who got the CPU before it.
+    /// The totals at the last checkpoint whose totals were known.
+    last: Option<Progress>,
+    /// The instant of the last checkpoint or observation.
     last_ns: u64,
-    last_owner: Owner,
-    /// Work after the last checkpoint, not yet booked.
-    pending: Work,
-    /// The slice whose syscalls were last counted, and how many of them were.
-    seen_start_ns: u64,
-    seen_syscalls: u32,
 }
 
 impl ThreadCpu {
-    /// Syscalls of the slice that began at `start_ns` not counted yet, `so_far` being its
-    /// count now.
-    fn new_syscalls(&mut self, start_ns: u64, so_far: u32) -> u64 {
-        let counted = if self.seen_start_ns == start_ns {
-            self.seen_syscalls
-        } else {
-            0
-        };
-        self.seen_start_ns = start_ns;
-        self.seen_syscalls = so_far.max(counted);
-        u64::from(so_far.saturating_sub(counted))
-    }
-
-    /// A finished slice that made `syscalls` syscalls. Returns work that belongs to the last
-    /// checkpoint's owner (the slice began before it and had not been counted there).
-    pub fn slice(&mut self, start_ns: u64, end_ns: u64, syscalls: u32) -> Option<(Owner, Work)> {
-        let new_syscalls = self.new_syscalls(start_ns, syscalls);
-        let from = start_ns.max(self.covered_ns);
-        if end_ns <= from {
-            self.pending.syscalls += new_syscalls;
-            return None;
-        }
-        self.covered_ns = end_ns;
-        if from < self.last_ns {
-            let before = self.last_ns.min(end_ns) - from;
-            let after = end_ns.saturating_sub(self.last_ns);
-            let syscalls_before =
-                (new_syscalls as f64 * before as f64 / (before + after) as f64).round() as u64;
-            self.pending.cpu_ns += after;
-            self.pending.syscalls += new_syscalls - syscalls_before;
-            let work = Work {
-                cpu_ns: before,
-                syscalls: syscalls_before,
-            };
-            return Some((self.last_owner.clone(), work));
-        }
-        self.pending.cpu_ns += end_ns - from;
-        self.pending.syscalls += new_syscalls;
-        None
-    }
-
-    /// A checkpoint at `ts_ns`: returns the work since the last one, including the running
-    /// slice up to now when its start is known, which the caller books to `owner`. `owner` also
-    /// gets what arrives later of a slice that began before `ts_ns`.
-    pub fn checkpoint(&mut self, ts_ns: u64, slice: SliceSoFar, owner: Owner) -> Work {
-        if slice.start_ns != 0 {
-            let from = slice.start_ns.max(self.covered_ns);
-            if ts_ns > from {
-                self.pending.cpu_ns += ts_ns - from;
-            }
-            self.covered_ns = self.covered_ns.max(ts_ns);
-            self.pending.syscalls += self.new_syscalls(slice.start_ns, slice.syscalls);
-        }
+    /// A checkpoint at `ts_ns` where the thread's totals are `now` (None: unknown). Returns the
+    /// work since the last known checkpoint, which the caller books to whoever the thread worked
+    /// for in between. Totals behind the last ones (an event that waited in another CPU's part of
+    /// the ring buffer) book nothing and move nothing back.
+    pub fn checkpoint(&mut self, ts_ns: u64, now: Option<Progress>) -> Work {
         self.last_ns = self.last_ns.max(ts_ns);
-        self.last_owner = owner;
-        std::mem::take(&mut self.pending)
+        let Some(now) = now else {
+            return Work::default();
+        };
+        let work = match self.last {
+            Some(last) if now.oncpu_ns < last.oncpu_ns => return Work::default(),
+            Some(last) => {
+                let syscalls = now.syscalls.wrapping_sub(last.syscalls);
+                Work {
+                    cpu_ns: now.oncpu_ns - last.oncpu_ns,
+                    syscalls: if syscalls < SYSCALLS_SANE {
+                        u64::from(syscalls)
+                    } else {
+                        0
+                    },
+                }
+            }
+            None => Work::default(),
+        };
+        self.last = Some(now);
+        work
     }
 
-    /// Work gathered since the last checkpoint (slices that ended), handed to the current owner
-    /// by a periodic flush of threads that went quiet.
-    pub fn take_pending(&mut self) -> Work {
-        std::mem::take(&mut self.pending)
+    /// The scheduler's total read at `ts_ns` (from /proc) for a thread that made no event for a
+    /// while: returns the CPU since the last checkpoint (its syscalls wait for the next event).
+    /// Nothing for a thread whose totals were never known: there is no start to count from.
+    pub fn observe_cpu(&mut self, ts_ns: u64, oncpu_ns: u64) -> Work {
+        let Some(last) = self.last else {
+            return Work::default();
+        };
+        self.last_ns = self.last_ns.max(ts_ns);
+        if oncpu_ns <= last.oncpu_ns {
+            return Work::default();
+        }
+        self.last = Some(Progress {
+            oncpu_ns,
+            syscalls: last.syscalls,
+        });
+        Work {
+            cpu_ns: oncpu_ns - last.oncpu_ns,
+            syscalls: 0,
+        }
     }
 
     pub fn last_ns(&self) -> u64 {
-        self.last_ns.max(self.covered_ns)
+        self.last_ns
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::http_line::Method;
 
-    fn r(t: &str) -> Owner {
-        Some(Route {
-            method: Method::Get,
-            template: t.into(),
-        })
-    }
-
-    fn at(start_ns: u64, syscalls: u32) -> SliceSoFar {
-        SliceSoFar { start_ns, syscalls }
+    fn at(oncpu_ns: u64, syscalls: u32) -> Option<Progress> {
+        Progress::known(oncpu_ns, syscalls)
     }
 
     fn work(cpu_ns: u64, syscalls: u64) -> Work {
@@ -139,33 +118,38 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_inside_a_slice_splits_it_exactly() {
+    fn work_between_checkpoints_is_the_difference_of_the_totals() {
         let mut t = ThreadCpu::default();
-        // Slice 100..400 (7 syscalls) with checkpoints at 150 (2 so far) and 300 (5 so far).
-        assert_eq!(t.checkpoint(150, at(100, 2), r("a")), work(50, 2));
-        assert_eq!(t.checkpoint(300, at(100, 5), r("b")), work(150, 3));
-        // The slice ends at 400: its last 100 ns and 2 syscalls wait for the next checkpoint.
-        assert_eq!(t.slice(100, 400, 7), None);
-        // Another slice 500..600 (1 syscall), then a checkpoint at 650 in a slice from 620.
-        assert_eq!(t.slice(500, 600, 1), None);
-        assert_eq!(
-            t.checkpoint(650, at(620, 1), r("c")),
-            work(100 + 100 + 30, 2 + 1 + 1)
-        );
+        // The first known totals are a start, not work.
+        assert_eq!(t.checkpoint(150, at(1000, 7)), work(0, 0));
+        assert_eq!(t.checkpoint(300, at(1150, 10)), work(150, 3));
+        // The thread slept from 300 to 900 and ran 40 ns before its next event.
+        assert_eq!(t.checkpoint(940, at(1190, 12)), work(40, 2));
     }
 
     #[test]
-    fn a_slice_that_straddles_a_checkpoint_of_a_sleeping_thread_is_split() {
+    fn unknown_and_stale_totals_book_nothing_and_keep_the_start() {
         let mut t = ThreadCpu::default();
-        t.checkpoint(100, at(50, 1), r("old"));
-        // The thread is handed new work at 200 while not running (start unknown), before its
-        // slice 150..210 has arrived: 150..200 goes to the owner before 200, 200..210 waits for
-        // the new one; its 6 syscalls are split by time, 5 and 1.
-        assert_eq!(
-            t.checkpoint(200, SliceSoFar::default(), r("old")),
-            work(0, 0)
-        );
-        assert_eq!(t.slice(150, 210, 6), Some((r("old"), work(50, 5))));
-        assert_eq!(t.take_pending(), work(10, 1));
+        assert_eq!(t.checkpoint(10, None), work(0, 0));
+        assert_eq!(t.checkpoint(20, at(500, 1)), work(0, 0));
+        assert_eq!(t.checkpoint(30, None), work(0, 0));
+        // An older event processed late: nothing, and the totals stay where they were.
+        assert_eq!(t.checkpoint(25, at(450, 0)), work(0, 0));
+        assert_eq!(t.checkpoint(40, at(600, 4)), work(100, 3));
+        // The kernel's u32 count wraps.
+        let mut w = ThreadCpu::default();
+        w.checkpoint(1, at(10, u32::MAX - 1));
+        assert_eq!(w.checkpoint(2, at(20, 3)), work(10, 5));
+    }
+
+    #[test]
+    fn a_quiet_thread_is_observed_from_the_schedulers_total() {
+        let mut t = ThreadCpu::default();
+        assert_eq!(t.observe_cpu(5, 900), work(0, 0), "no start yet");
+        t.checkpoint(10, at(1000, 5));
+        assert_eq!(t.observe_cpu(2_000, 1_800), work(800, 0));
+        assert_eq!(t.last_ns(), 2_000);
+        // The next event books the rest, and the syscalls since the last event.
+        assert_eq!(t.checkpoint(2_100, at(1_850, 9)), work(50, 4));
     }
 }

@@ -22,7 +22,12 @@
 //! - The rest (a thread that never touches a request, CPU before the first one) is unattributed;
 //!   the exporter reports it as the target's on-CPU time minus what the routes got, so the two
 //!   add up.
-//! - Syscalls are booked with the CPU, to the same owner (the kernel counts them per slice).
+//! - Syscalls are booked with the CPU, to the same owner.
+//!
+//! Every event carries its thread's running totals (CPU since it started, syscalls), and a
+//! wakeup the wakee's: the work between two events of a thread is their difference. A thread
+//! that makes no event for RESPONSE_QUIET while it works for a request (a long handler) has its
+//! CPU read from the scheduler at the tick, so a route's CPU never waits for the request's end.
 //!
 //! A request ends with the last write of its response, known when the next response starts, the
 //! connection reads another request or closes, or no write came for RESPONSE_QUIET.
@@ -34,7 +39,7 @@ use super::{
     ledger::Ledger,
     route_table::{Route, RouteTable},
     tag::{Marker, parse_marker},
-    thread_cpu::{Owner, SliceSoFar, ThreadCpu, Work},
+    thread_cpu::{Owner, Progress, ThreadCpu, Work},
 };
 
 /// A response with no write for this long is complete (keep-alive connections stay open).
@@ -96,14 +101,14 @@ impl Thread {
         targets: &mut [TargetRequests],
         slot: usize,
         ts_ns: u64,
-        slice: SliceSoFar,
+        progress: Option<Progress>,
         owner: Owner,
     ) {
         let owner = match self.spans.last() {
             Some((route, _)) => Some(route.clone()),
             None => owner,
         };
-        let work = self.cpu.checkpoint(ts_ns, slice, owner.clone());
+        let work = self.cpu.checkpoint(ts_ns, progress);
         book(targets, slot, &owner, work);
     }
 
@@ -171,28 +176,14 @@ impl Tracker {
             Event::Write { io, data } => self.write(io, data),
             Event::Close { io } => self.close(io),
             Event::Tag { io, data } => self.tag(io, data),
-            Event::Slice {
-                tgid,
-                tid,
-                start_ns,
-                end_ns,
-                syscalls,
-            } => {
-                let Some(p) = self.processes.get_mut(&tgid) else {
-                    return;
-                };
-                let slot = p.slot;
-                let th = p.threads.entry(tid).or_default();
-                if let Some((owner, work)) = th.cpu.slice(start_ns, end_ns, syscalls) {
-                    book(&mut self.targets, slot, &owner, work);
-                }
-            }
             Event::Wake {
                 tgid,
                 tid,
                 wakee,
                 ts_ns,
-            } => self.wake(tgid, tid, wakee, ts_ns),
+                wakee_progress,
+                ..
+            } => self.wake(tgid, tid, wakee, ts_ns, wakee_progress),
         }
     }
 
@@ -290,7 +281,7 @@ impl Tracker {
                 .and_then(|id| p.live.get(&id))
                 .map(|l| l.route.clone()),
         });
-        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
+        th.checkpoint(targets, slot, io.ts_ns, io.progress, owner);
         if let Some((id, route, _)) = new.last() {
             th.ctx = Some((*id, route.clone()));
             th.fresh.extend(new.iter().map(|(id, _, _)| *id));
@@ -345,7 +336,7 @@ impl Tracker {
             th.answered = owner.clone();
         }
         let owner = owner.or_else(|| th.ctx.as_ref().map(|(_, r)| r.clone()));
-        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
+        th.checkpoint(targets, slot, io.ts_ns, io.progress, owner);
         if let Some(id) = finished {
             finish(targets, p, id);
         }
@@ -365,7 +356,7 @@ impl Tracker {
             .and_then(|id| p.live.get(&id))
             .map(|l| l.route.clone());
         let th = p.threads.entry(io.tid).or_default();
-        th.checkpoint(targets, slot, io.ts_ns, io.slice, owner);
+        th.checkpoint(targets, slot, io.ts_ns, io.progress, owner);
         for id in conn.answering.into_iter().chain(conn.waiting) {
             finish(targets, p, id);
         }
@@ -391,7 +382,7 @@ impl Tracker {
                 let th = p.threads.entry(io.tid).or_default();
                 if th.spans.len() < MAX_SPAN_DEPTH {
                     let before = th.answered.clone().or_else(|| th.current_owner());
-                    th.checkpoint(targets, slot, io.ts_ns, io.slice, before);
+                    th.checkpoint(targets, slot, io.ts_ns, io.progress, before);
                     th.spans.push((route, io.ts_ns));
                     true
                 } else {
@@ -403,7 +394,7 @@ impl Tracker {
                 if th.spans.is_empty() {
                     false
                 } else {
-                    th.checkpoint(targets, slot, io.ts_ns, io.slice, None);
+                    th.checkpoint(targets, slot, io.ts_ns, io.progress, None);
                     let (route, start_ns) = th.spans.pop().expect("not empty");
                     let seconds = io.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
                     targets[slot]
@@ -430,7 +421,14 @@ impl Tracker {
         }
     }
 
-    fn wake(&mut self, tgid: u32, tid: u32, wakee: u32, ts_ns: u64) {
+    fn wake(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        wakee: u32,
+        ts_ns: u64,
+        wakee_progress: Option<Progress>,
+    ) {
         let Some(p) = self.processes.get_mut(&tgid) else {
             return;
         };
@@ -459,21 +457,17 @@ impl Tracker {
         };
         let th = p.threads.entry(wakee).or_default();
         let before: Owner = th.ctx.as_ref().map(|(_, r)| r.clone());
-        th.checkpoint(
-            &mut self.targets,
-            slot,
-            ts_ns,
-            SliceSoFar::default(),
-            before,
-        );
+        th.checkpoint(&mut self.targets, slot, ts_ns, wakee_progress, before);
         th.ctx = Some(handed);
     }
 
     /// Ends responses that went quiet, books the CPU of threads that went quiet to their
     /// request, and drops state unused for long. `now_ns` is CLOCK_MONOTONIC (the kernel's
-    /// bpf_ktime_get_ns).
-    pub fn tick(&mut self, now_ns: u64) {
-        for p in self.processes.values_mut() {
+    /// bpf_ktime_get_ns); `oncpu_now(tgid, tid)` is the scheduler's total for a thread now
+    /// (/proc schedstat), None when it is gone. It is asked at most once per RESPONSE_QUIET
+    /// per quiet thread that works for someone.
+    pub fn tick(&mut self, now_ns: u64, oncpu_now: &mut dyn FnMut(u32, u32) -> Option<u64>) {
+        for (&tgid, p) in self.processes.iter_mut() {
             let slot = p.slot;
             let mut quiet = Vec::new();
             for conn in p.connections.values_mut() {
@@ -497,16 +491,20 @@ impl Tracker {
             }
             p.connections
                 .retain(|_, c| c.last_ns + IDLE_STATE_NS > now_ns || c.answering.is_some());
-            for th in p.threads.values_mut() {
+            for (&tid, th) in p.threads.iter_mut() {
                 if th.cpu.last_ns() + RESPONSE_QUIET_NS < now_ns {
                     let owner = th.current_owner();
-                    let work = th.cpu.take_pending();
-                    book(&mut self.targets, slot, &owner, work);
+                    if owner.is_some()
+                        && let Some(oncpu) = oncpu_now(tgid, tid)
+                    {
+                        let work = th.cpu.observe_cpu(now_ns, oncpu);
+                        book(&mut self.targets, slot, &owner, work);
+                    }
                 }
             }
-            // A thread idle for long is likely gone (threads come and go); its CPU was booked
-            // above, and if it comes back it starts afresh. One inside a tagged span is waiting
-            // for work of that span (a job blocked on I/O) and is kept.
+            // A thread with no event and no reading for long is gone or works for nobody; if it
+            // comes back it starts afresh. One inside a tagged span is waiting for work of that
+            // span (a job blocked on I/O) and is kept.
             p.threads
                 .retain(|_, t| t.cpu.last_ns() + IDLE_STATE_NS > now_ns || !t.spans.is_empty());
         }
@@ -605,43 +603,47 @@ mod tests {
         }])
     }
 
-    fn io(tid: u32, fd: u32, ts: u64, slice_start: u64, len: usize) -> Io {
+    /// An event of a thread whose CPU total is `oncpu` (0: unknown) and syscalls 0.
+    fn io(tid: u32, fd: u32, ts: u64, oncpu: u64, len: usize) -> Io {
         Io {
             tgid: P,
             tid,
             slot: 0,
             fd,
             ts_ns: ts,
-            slice: SliceSoFar {
-                start_ns: slice_start,
-                syscalls: 0,
-            },
+            progress: Progress::known(oncpu, 0),
             len: len as u64,
         }
     }
 
-    fn read(t: &mut Tracker, tid: u32, fd: u32, ts: u64, start: u64, data: &[u8]) {
+    fn read(t: &mut Tracker, tid: u32, fd: u32, ts: u64, oncpu: u64, data: &[u8]) {
         t.event(Event::Read {
-            io: io(tid, fd, ts, start, data.len()),
+            io: io(tid, fd, ts, oncpu, data.len()),
             data,
         });
     }
 
-    fn write(t: &mut Tracker, tid: u32, fd: u32, ts: u64, start: u64, data: &[u8]) {
+    fn write(t: &mut Tracker, tid: u32, fd: u32, ts: u64, oncpu: u64, data: &[u8]) {
         t.event(Event::Write {
-            io: io(tid, fd, ts, start, data.len()),
+            io: io(tid, fd, ts, oncpu, data.len()),
             data,
         });
     }
 
-    fn slice(t: &mut Tracker, tid: u32, start: u64, end: u64) {
-        t.event(Event::Slice {
+    fn wake(t: &mut Tracker, tid: u32, wakee: u32, ts: u64, wakee_oncpu: u64) {
+        t.event(Event::Wake {
             tgid: P,
             tid,
-            start_ns: start,
-            end_ns: end,
-            syscalls: 0,
+            wakee,
+            ts_ns: ts,
+            progress: None,
+            wakee_progress: Progress::known(wakee_oncpu, 0),
         });
+    }
+
+    /// A tick where no thread can be read from /proc.
+    fn tick(t: &mut Tracker, now: u64) {
+        t.tick(now, &mut |_, _| None);
     }
 
     fn cpu(t: &Tracker, template: &str) -> u64 {
@@ -670,9 +672,9 @@ mod tests {
             .map_or(0, |s| s.count())
     }
 
-    fn tag(t: &mut Tracker, tid: u32, ts: u64, start: u64, syscalls: u32, marker: &str) {
-        let mut io = io(tid, u32::MAX, ts, start, marker.len());
-        io.slice.syscalls = syscalls;
+    fn tag(t: &mut Tracker, tid: u32, ts: u64, oncpu: u64, syscalls: u32, marker: &str) {
+        let mut io = io(tid, u32::MAX, ts, oncpu, marker.len());
+        io.progress = Progress::known(oncpu, syscalls);
         t.event(Event::Tag {
             io,
             data: marker.as_bytes(),
@@ -691,36 +693,36 @@ mod tests {
     fn a_tagged_span_takes_its_threads_cpu_and_syscalls_even_inside_a_request() {
         let mut t = tracker();
         const JOB: u32 = 102;
-        // A job thread: 100..600 in one slice, tagged from 200 (3 syscalls so far) to 500 (10).
-        tag(&mut t, JOB, 200, 100, 3, "monitor:begin nightly");
-        tag(&mut t, JOB, 500, 100, 10, "monitor:end");
-        slice(&mut t, JOB, 100, 600);
+        // A job thread tagged from 200 (CPU total 1200, 3 syscalls) to 500 (1500, 10).
+        tag(&mut t, JOB, 200, 1200, 3, "monitor:begin nightly");
+        tag(&mut t, JOB, 500, 1500, 10, "monitor:end");
         let s = tagged(&t, "nightly").unwrap();
         assert_eq!((s.cpu_ns, s.syscalls, s.count()), (300, 7, 1));
         assert_eq!(s.statuses.get(&0), Some(&1));
-        // Inside an HTTP request on the loop thread, a span gets the CPU while it is open.
-        read(&mut t, LOOP, 5, 1000, 990, b"GET /a/1 HTTP/1.1\r\n\r\n");
-        tag(&mut t, LOOP, 1100, 990, 0, "monitor:begin score");
-        tag(&mut t, LOOP, 1400, 990, 0, "monitor:end 500");
-        write(&mut t, LOOP, 5, 1500, 990, b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(cpu(&t, "/a/{x}"), 10 + 100 + 100);
+        // Inside an HTTP request on the loop thread (running throughout), a span gets the CPU
+        // while it is open.
+        read(&mut t, LOOP, 5, 1000, 1000, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        tag(&mut t, LOOP, 1100, 1100, 0, "monitor:begin score");
+        tag(&mut t, LOOP, 1400, 1400, 0, "monitor:end 500");
+        write(&mut t, LOOP, 5, 1500, 1500, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(cpu(&t, "/a/{x}"), 100 + 100);
         let s = tagged(&t, "score").unwrap();
         assert_eq!((s.cpu_ns, s.statuses.get(&500)), (300, Some(&1)));
         // Nonsense is counted, not booked.
-        tag(&mut t, LOOP, 1600, 990, 0, "monitor:end");
-        tag(&mut t, LOOP, 1700, 990, 0, "monitor:frobnicate");
+        tag(&mut t, LOOP, 1600, 1600, 0, "monitor:end");
+        tag(&mut t, LOOP, 1700, 1700, 0, "monitor:frobnicate");
         assert_eq!(t.bad_tags, 2);
     }
 
     #[test]
     fn an_announced_template_names_the_request_being_handled_and_later_ones() {
         let mut t = tracker();
-        read(&mut t, LOOP, 5, 10, 1, b"GET /orders/17 HTTP/1.1\r\n\r\n");
-        tag(&mut t, LOOP, 20, 1, 0, "monitor:route /orders/{order_id}");
-        write(&mut t, LOOP, 5, 30, 1, b"HTTP/1.1 200 OK\r\n");
-        read(&mut t, LOOP, 5, 40, 1, b"GET /orders/18 HTTP/1.1\r\n\r\n");
-        write(&mut t, LOOP, 5, 50, 1, b"HTTP/1.1 200 OK\r\n");
-        t.tick(10 * RESPONSE_QUIET_NS);
+        read(&mut t, LOOP, 5, 10, 10, b"GET /orders/17 HTTP/1.1\r\n\r\n");
+        tag(&mut t, LOOP, 20, 20, 0, "monitor:route /orders/{order_id}");
+        write(&mut t, LOOP, 5, 30, 30, b"HTTP/1.1 200 OK\r\n");
+        read(&mut t, LOOP, 5, 40, 40, b"GET /orders/18 HTTP/1.1\r\n\r\n");
+        write(&mut t, LOOP, 5, 50, 50, b"HTTP/1.1 200 OK\r\n");
+        tick(&mut t, 10 * RESPONSE_QUIET_NS);
         assert_eq!(count(&t, "/orders/{order_id}"), 2);
         assert_eq!(count(&t, "/orders/{id}"), 0);
     }
@@ -728,14 +730,18 @@ mod tests {
     #[test]
     fn syscalls_are_booked_with_the_cpu() {
         let mut t = tracker();
+        // The loop's totals at an earlier write: where counting starts.
+        let mut c = io(LOOP, 6, 50, 40, 1);
+        c.progress = Progress::known(40, 2);
+        t.event(Event::Write { io: c, data: b"x" });
         let mut r = io(LOOP, 5, 100, 90, 20);
-        r.slice.syscalls = 4;
+        r.progress = Progress::known(90, 4);
         t.event(Event::Read {
             io: r,
             data: b"GET /a/1 HTTP/1.1\r\n",
         });
-        let mut w = io(LOOP, 5, 300, 90, 17);
-        w.slice.syscalls = 9;
+        let mut w = io(LOOP, 5, 300, 290, 17);
+        w.progress = Progress::known(290, 9);
         t.event(Event::Write {
             io: w,
             data: b"HTTP/1.1 200 OK\r\n",
@@ -744,77 +750,55 @@ mod tests {
             method: Method::Get,
             template: "/a/{x}".into(),
         };
-        // The 4 syscalls up to the read belong to it too (waking up for it, reading it).
-        assert_eq!(t.target(0).unwrap().ledger.routes[&a].syscalls, 9);
+        // The 2 syscalls up to the read belong to it too (waking up for it, reading it).
+        let stats = &t.target(0).unwrap().ledger.routes[&a];
+        assert_eq!((stats.cpu_ns, stats.syscalls), (250, 7));
     }
 
     #[test]
     fn an_event_loop_interleaving_two_requests_books_each_its_own_work() {
         let mut t = tracker();
-        // One slice 0..1000 on the loop thread: reads a (fd 5) and b (fd 6), runs a's handler
-        // for 400, writes a's response, runs b's for 300, writes b's.
-        read(
-            &mut t,
-            LOOP,
-            5,
-            100,
-            1,
+        // The loop thread runs throughout: reads a (fd 5) and b (fd 6), runs a's handler for
+        // 400, writes a's response, runs b's for 300, writes b's.
+        let (a, b) = (
             b"GET /a/1 HTTP/1.1\r\nHost: x\r\n\r\n",
-        );
-        read(
-            &mut t,
-            LOOP,
-            6,
-            120,
-            1,
             b"GET /b/2 HTTP/1.1\r\nHost: x\r\n\r\n",
         );
-        write(&mut t, LOOP, 5, 520, 1, b"HTTP/1.1 200 OK\r\n");
-        write(&mut t, LOOP, 6, 820, 1, b"HTTP/1.1 200 OK\r\n");
-        slice(&mut t, LOOP, 1, 1000);
-        assert_eq!(cpu(&t, "/a/{x}"), 99 + 400);
+        read(&mut t, LOOP, 5, 100, 100, a);
+        read(&mut t, LOOP, 6, 120, 120, b);
+        write(&mut t, LOOP, 5, 520, 520, b"HTTP/1.1 200 OK\r\n");
+        write(&mut t, LOOP, 6, 820, 820, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(cpu(&t, "/a/{x}"), 400);
         assert_eq!(cpu(&t, "/b/{x}"), 20 + 300);
         // Both end when the connection reads its next request or goes quiet.
-        t.tick(820 + RESPONSE_QUIET_NS + 1);
+        tick(&mut t, 820 + RESPONSE_QUIET_NS + 1);
         assert_eq!((count(&t, "/a/{x}"), count(&t, "/b/{x}")), (1, 1));
     }
 
     #[test]
     fn a_request_handed_to_an_idle_worker_gets_the_workers_cpu() {
         let mut t = tracker();
-        read(&mut t, LOOP, 5, 100, 90, b"GET /a/1 HTTP/1.1\r\n\r\n");
-        // The loop wakes the worker, which runs 200..900 (its old work before 150 is nobody's).
-        t.event(Event::Wake {
-            tgid: P,
-            tid: LOOP,
-            wakee: WORKER,
-            ts_ns: 150,
-        });
-        slice(&mut t, LOOP, 90, 160);
-        slice(&mut t, WORKER, 200, 900);
-        // The GIL passing between the worker and the loop hands nothing.
-        t.event(Event::Wake {
-            tgid: P,
-            tid: WORKER,
-            wakee: LOOP,
-            ts_ns: 910,
-        });
-        write(&mut t, LOOP, 5, 1000, 950, b"HTTP/1.1 200 OK\r\n");
+        // The loop reads /a at 100 (CPU total 1000), runs until 160 and wakes the worker at
+        // 150, whose total is then 5000 (its old work is nobody's).
+        read(&mut t, LOOP, 5, 100, 1000, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        wake(&mut t, LOOP, WORKER, 150, 5000);
+        // The worker runs 200..900 and wakes the loop (1060 after its 60 ns): the GIL or the
+        // result passing to a busy loop hands nothing.
+        wake(&mut t, WORKER, LOOP, 910, 1060);
+        // The loop runs 950..1000 and writes the response.
+        write(&mut t, LOOP, 5, 1000, 1110, b"HTTP/1.1 200 OK\r\n");
         // The loop's part so far; the worker's 700 is booked when it is handed its next request
-        // (or goes quiet for a second).
-        assert_eq!(cpu(&t, "/a/{x}"), 10 + (160 - 100) + 50);
+        // (or is read from /proc after a quiet second).
+        assert_eq!(cpu(&t, "/a/{x}"), 110);
         // The next request goes to the same, now idle, worker.
-        read(&mut t, LOOP, 5, 2000, 1990, b"GET /b/1 HTTP/1.1\r\n\r\n");
-        t.event(Event::Wake {
-            tgid: P,
-            tid: LOOP,
-            wakee: WORKER,
-            ts_ns: 2010,
-        });
-        slice(&mut t, WORKER, 2100, 2600);
+        read(&mut t, LOOP, 5, 2000, 1120, b"GET /b/1 HTTP/1.1\r\n\r\n");
+        wake(&mut t, LOOP, WORKER, 2010, 5700);
         // The loop's 10 ns before reading /b finished /a's response.
-        assert_eq!(cpu(&t, "/a/{x}"), 10 + (160 - 100) + 50 + 10 + 700);
-        t.tick(2600 + RESPONSE_QUIET_NS + 1);
+        assert_eq!(cpu(&t, "/a/{x}"), 110 + 10 + 700);
+        // The worker runs 2100..2600 and makes no event: the tick reads its total.
+        t.tick(2600 + RESPONSE_QUIET_NS + 1, &mut |tgid, tid| {
+            (tgid == P && tid == WORKER).then_some(6200)
+        });
         assert_eq!(cpu(&t, "/b/{x}"), 500);
         assert_eq!(count(&t, "/a/{x}"), 1);
     }
@@ -862,9 +846,9 @@ mod tests {
     fn requests_never_answered_on_a_silent_connection_end_without_a_response() {
         let mut t = tracker();
         read(&mut t, LOOP, 5, 10, 1, b"GET /a/1 HTTP/1.1\r\n\r\n");
-        t.tick(10 + RESPONSE_QUIET_NS * 2);
+        tick(&mut t, 10 + RESPONSE_QUIET_NS * 2);
         assert_eq!(count(&t, "/a/{x}"), 0, "still waiting after two seconds");
-        t.tick(10 + IDLE_STATE_NS + 1);
+        tick(&mut t, 10 + IDLE_STATE_NS + 1);
         let a = Route {
             method: Method::Get,
             template: "/a/{x}".into(),
@@ -890,7 +874,7 @@ mod tests {
             1,
             b"HTTP/1.1 200 OK\r\n",
         );
-        t.tick(IDLE_STATE_NS * 3);
+        tick(&mut t, IDLE_STATE_NS * 3);
         assert_eq!(count(&t, "/b/{x}"), 1);
         assert_eq!(count(&t, "/a/{x}"), 1);
     }
@@ -916,7 +900,7 @@ mod tests {
             b"GET /openapi.json HTTP/1.1\r\n\r\n",
         );
         write(&mut t, LOOP, 5, 40, 1, b"HTTP/1.1 200 OK\r\n");
-        t.tick(10 * RESPONSE_QUIET_NS);
+        tick(&mut t, 10 * RESPONSE_QUIET_NS);
         let routes = &t.target(0).unwrap().ledger.routes;
         assert_eq!(routes.len(), 1, "{routes:?}");
         assert_eq!(count(&t, "/openapi.json"), 1);
@@ -936,7 +920,7 @@ mod tests {
         read(&mut t, LOOP, 7, 20, 0, b"PING\r\n");
         write(&mut t, LOOP, 7, 30, 0, b"+PONG\r\n");
         read(&mut t, LOOP, 8, 40, 0, &vec![b'A'; 64 * 1024]);
-        t.tick(10 * RESPONSE_QUIET_NS);
+        tick(&mut t, 10 * RESPONSE_QUIET_NS);
         assert!(t.target(0).unwrap().ledger.routes.is_empty());
     }
 }

@@ -101,11 +101,10 @@ pub fn variant(program: &'static str, args: &TracepointArgs, compat: bool) -> Va
         "requests" => Variant {
             parts: &[
                 ("requests_sys_exit", "sys_exit"),
-                ("requests_sched_switch", "sched_switch"),
                 ("requests_waking", "sched_waking"),
                 ("requests_wakeup_new", "sched_wakeup_new"),
             ],
-            mechanism: "raw tracepoints sys_exit (socket reads and writes), sched_switch (slices), sched_waking and sched_wakeup_new (hand-overs), ring buffer",
+            mechanism: "raw tracepoints sys_exit (socket reads and writes), sched_waking and sched_wakeup_new (hand-overs), ring buffer; each event's CPU from sched_switch's per-thread accounting",
         },
         other => unreachable!("{other} is not in PROGRAMS"),
     }
@@ -212,6 +211,7 @@ impl Probes {
                 true,
             )
             .override_global(globals::EXIT_KNOWS_GROUP_DEAD, &exit_knows_group_dead, true)
+            .override_global(globals::REQUESTS_ENABLED, &u32::from(requests), true)
             .override_global(
                 globals::SYS_ENTER_ATTACHED,
                 &u32::from(selection.syscalls()),
@@ -256,6 +256,17 @@ impl Probes {
                 error,
             });
         }
+        // Request events measure CPU from sched_switch's per-thread accounting: without it they
+        // would count requests with no CPU, which is worse than saying the family is missing.
+        let sched_attached = programs
+            .iter()
+            .any(|p| p.name == "sched_switch" && p.attached());
+        if let Some(p) = programs
+            .iter_mut()
+            .find(|p| p.name == "requests" && p.attached() && !sched_attached)
+        {
+            p.error = Some("needs sched_switch, which did not attach".into());
+        }
         if let Some(p) = programs
             .iter()
             .find(|p| ESSENTIAL.contains(&p.name) && !p.attached())
@@ -275,10 +286,7 @@ impl Probes {
         } else {
             None
         };
-        if programs
-            .iter()
-            .any(|p| p.name == "sched_switch" && p.attached())
-        {
+        if sched_attached {
             maps.set_sched_attached()?;
         }
         // The loader parsed the kernel's BTF again for relocations.

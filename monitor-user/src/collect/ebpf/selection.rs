@@ -18,8 +18,9 @@ pub enum Family {
     Sched,
     /// Page-fault exceptions (page_fault_user, page_fault_kernel).
     Faults,
-    /// HTTP request types: socket reads and writes, CPU slices and hand-overs of the threads of
-    /// processes that serve HTTP (a ring buffer of events).
+    /// HTTP request types: socket reads and writes and hand-overs between the threads of
+    /// processes that serve HTTP (a ring buffer of events). Brings sched_switch along: events
+    /// measure CPU from its per-thread accounting.
     Requests,
 }
 
@@ -73,7 +74,7 @@ impl Selection {
         match program {
             "sys_enter" => self.has(Family::Syscalls),
             "sys_exit" => self.has(Family::Syscalls) || self.has(Family::Fds),
-            "sched_switch" => self.has(Family::Sched),
+            "sched_switch" => self.has(Family::Sched) || self.has(Family::Requests),
             "page_fault_user" | "page_fault_kernel" => self.has(Family::Faults),
             "requests" => self.has(Family::Requests),
             _ => true,
@@ -103,6 +104,13 @@ mod tests {
         assert!(!s.wants("page_fault_kernel"));
         assert!(s.wants("sched_process_fork") && s.wants("sched_process_exit"));
         assert!(!s.syscalls());
+    }
+
+    #[test]
+    fn requests_bring_sched_switch() {
+        let s = Selection::new(&[Family::Requests]);
+        assert!(s.wants("requests") && s.wants("sched_switch"));
+        assert!(!s.wants("sys_enter"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tracing::warn;
 use super::openapi_loader::{Occasion, load_for};
 
 use crate::{
-    collect::ebpf::request_events::RequestEvents,
+    collect::{ebpf::request_events::RequestEvents, procfs::ProcFs},
     config::RequestsConfig,
     requests::{
         SharedTracker,
@@ -60,6 +60,9 @@ pub fn start(
         .name("requests".into())
         .spawn(move || {
             let mut since_tick = Duration::ZERO;
+            let procfs = ProcFs::new("/proc");
+            // Threads that went quiet inside a request: the scheduler's total now.
+            let mut oncpu_now = |tgid: u32, tid: u32| procfs.thread_schedstat_ns(tgid, tid).ok();
             loop {
                 loop {
                     let Ok(mut t) = tracker.lock() else { return };
@@ -80,7 +83,7 @@ pub fn start(
                         );
                     }
                     t.events_lost = lost;
-                    t.tick(monotonic_ns());
+                    t.tick(monotonic_ns(), &mut oncpu_now);
                     if let Some(path) = &openapi {
                         for pid in t.take_new_processes() {
                             load_for(pid, path.clone(), tracker.clone(), Occasion::FirstRequest);
