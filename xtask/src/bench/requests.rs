@@ -1,6 +1,5 @@
 //! Section 6: the cost of the requests family (`--programs all,requests`), which follows a
-//! target's HTTP/1 connections through its read/write/close syscalls and its threads' on-CPU
-//! slices and wakeups.
+//! target's HTTP/1 connections through its read/write/close syscalls and its threads' wakeups.
 //!
 //! (a) CPU per request of a minimal keep-alive HTTP server (`workload http-server`: one thread,
 //!     epoll, read(2)/write(2), a 40-byte response), loaded by a separate `workload http-load`
