@@ -134,19 +134,24 @@ pub mod io_nr {
 }
 
 /// The slice running on a CPU (whoever runs: sched_switch writes it at every switch while the
-/// requests family is attached). A request event of the running thread adds `now - since_ns`
-/// and `syscalls` to what the thread's THREAD_STATS entry held at its last switch-out.
+/// requests family is attached). A request event of the running thread says its CPU so far is
+/// `oncpu_at_start_ns + (now - since_ns)`: the scheduler's total of the thread when it was
+/// switched in, exact then (update_curr ran at its last switch-out), plus the slice. Its
+/// syscalls so far are its THREAD_STATS entry's (slices that ended) plus `syscalls`.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunningSlice {
     /// bpf_ktime_get_ns() at the switch-in; 0 before the first switch seen on this CPU.
     pub since_ns: u64,
+    /// The incoming thread's se.sum_exec_runtime at the switch-in (0 for a thread that has
+    /// never run).
+    pub oncpu_at_start_ns: u64,
     /// Syscalls a target thread made in this slice (counted at their exit).
     pub syscalls: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RunningSlice>() == 16);
+const _: () = assert!(core::mem::size_of::<RunningSlice>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

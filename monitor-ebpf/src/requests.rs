@@ -10,10 +10,12 @@
 //!   before the kernel touches anything, and its bytes name a unit of work.
 //!
 //! Every event says how much CPU its thread has had and how many syscalls it made so far (a
-//! wakeup says it of the wakee too): the scheduler's sum_exec_runtime at the thread's last
-//! switch-out (THREAD_STATS, kept by sched_switch) plus its running slice (RUNNING_SLICES, which
-//! sched_switch restarts at every switch while this family is attached). CPU between two events
-//! of a thread is then a difference, exact, and no event is sent per context switch.
+//! wakeup says it of the wakee too): the scheduler's sum_exec_runtime when the thread was
+//! switched in plus the slice since (RUNNING_SLICES, which sched_switch restarts at every switch
+//! while this family is attached), and the syscalls of its ended slices (THREAD_STATS) plus this
+//! one's. CPU between two events of a thread is then a difference, exact, from the thread's
+//! first slice on (a new thread's first unit of work included), and no event is sent per
+//! context switch.
 //!
 //! A connection is followed from the first read that starts with a request-line method; every
 //! other read pays a 4-byte copy and a compare. Processes that are not targets pay the filter.
@@ -36,7 +38,7 @@ use monitor_common::requests::{
 
 use crate::{
     maps::{RUNNING_SLICES, THREAD_STATS, target_slot},
-    task::task_ids,
+    task::{task_ids, task_oncpu_ns},
 };
 
 #[map]
@@ -221,32 +223,37 @@ fn count_slice_syscall() {
     }
 }
 
-/// A thread's on-CPU ns and syscalls (wrapping) at its last switch-out, from THREAD_STATS;
-/// (0, 0) when it has no entry (not switched out since the programs attached) or the entry is
+/// A thread's syscalls (wrapping) counted in its slices that ended, from THREAD_STATS: 0 when it
+/// has no entry (not switched out since the programs attached, so none ended) or the entry is
 /// another process's (a reused tid).
 #[inline(always)]
-fn switched_out(tid: u32, tgid: u32) -> (u64, u32) {
+fn switched_out_syscalls(tid: u32, tgid: u32) -> u32 {
     // Plain branches on copied fields (see sched.rs's final_switch_out).
     match THREAD_STATS.get_ptr(tid) {
         // SAFETY: fields copied out at once.
-        Some(t) if unsafe { (*t).tgid } == tgid => unsafe { ((*t).oncpu_ns, (*t).syscalls as u32) },
-        _ => (0, 0),
+        Some(t) if unsafe { (*t).tgid } == tgid => unsafe { (*t).syscalls as u32 },
+        _ => 0,
     }
 }
 
-/// The running thread's on-CPU ns and syscalls at `now`: what it had at its last switch-out plus
-/// its running slice. (0, 0) when either is unknown.
+/// The running thread's on-CPU ns and syscalls at `now`: its scheduler total at the switch-in
+/// plus the slice since, and the syscalls of its ended slices plus this one's. (0, 0), which
+/// user space reads as unknown, before the first switch this CPU's sched_switch saw.
 #[inline(always)]
 fn running_progress(tid: u32, tgid: u32, now: u64) -> (u64, u32) {
-    let (since, in_slice) = match RUNNING_SLICES.get(0) {
-        Some(r) => (r.since_ns, r.syscalls),
-        None => (0, 0),
+    let (since, at_start, in_slice) = match RUNNING_SLICES.get(0) {
+        Some(r) => (r.since_ns, r.oncpu_at_start_ns, r.syscalls),
+        None => (0, 0, 0),
     };
-    let (oncpu, syscalls) = switched_out(tid, tgid);
-    if since == 0 || oncpu == 0 || now < since {
+    if since == 0 || now < since {
         return (0, 0);
     }
-    (oncpu + (now - since), syscalls.wrapping_add(in_slice))
+    // A thread in its very first nanosecond would say 0, the wire's "unknown": 1 ns off instead.
+    let oncpu = (at_start + (now - since)).max(1);
+    (
+        oncpu,
+        switched_out_syscalls(tid, tgid).wrapping_add(in_slice),
+    )
 }
 
 #[inline(always)]
@@ -370,10 +377,11 @@ fn try_wake(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let mut event = header(pid_tgid, slot, kind::WAKE, wakee_tid, 0);
-    // The wakee is not running (or is about to stop): its last switch-out is its CPU so far.
-    let (oncpu, syscalls) = switched_out(wakee_tid, tgid);
-    event.peer_oncpu_ns = oncpu;
-    event.peer_syscalls = syscalls;
+    // The wakee is not running (or is about to stop): the scheduler's total is its CPU so far,
+    // exact since its last switch-out. A thread just created has run 0 ns: sent as 1, since 0
+    // is the wire's "unknown", so the request it is handed gets all its CPU.
+    event.peer_oncpu_ns = task_oncpu_ns(wakee)?.max(1);
+    event.peer_syscalls = switched_out_syscalls(wakee_tid, tgid);
     if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
         count_lost();
     }

@@ -25,6 +25,7 @@ use crate::{
 // since 5.18 (9c2136be0878 appended prev_state); the same without it before.
 const ARG_PREEMPT: usize = 0;
 const ARG_PREV: usize = 1;
+const ARG_NEXT: usize = 2;
 const ARG_PREV_STATE: usize = 3;
 /// include/linux/sched.h: the state of a task switching out for the last time.
 const TASK_DEAD: u64 = 0x80;
@@ -55,10 +56,15 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     // With the requests family, every switch starts the CPU's slice record: request events of
-    // the next thread measure its running slice from here (one per-CPU store, no event).
+    // the next thread measure its CPU from its total here (one read of the task, one per-CPU
+    // store, no event). Whoever the next thread is: a map lookup to filter would cost more.
     let slice_syscalls = if requests_enabled() {
+        let next: *const u8 = ctx.arg(ARG_NEXT);
+        // A failed read leaves 0: the next thread's events then say "unknown" only if it has
+        // never run, which is what 0 means to user space anyway.
+        let next_oncpu = task_oncpu_ns(next).unwrap_or(0);
         // SAFETY: plain helper call.
-        begin_slice(unsafe { bpf_ktime_get_ns() })
+        begin_slice(unsafe { bpf_ktime_get_ns() }, next_oncpu)
     } else {
         0
     };
