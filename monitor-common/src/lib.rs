@@ -93,6 +93,9 @@ pub mod globals {
     /// slice began and sys_exit counts its syscalls (RUNNING_SLICES), so request events can say
     /// how much CPU their thread has had.
     pub const REQUESTS_ENABLED: &str = "REQUESTS_ENABLED";
+    /// 1 when the syscalls family's sys_exit program does the requests family's exit work (both
+    /// families attached), so requests_sys_exit is not attached.
+    pub const REQUESTS_IN_SYS_EXIT: &str = "REQUESTS_IN_SYS_EXIT";
 }
 
 /// Per-target counters, one per CPU (a per-CPU array indexed by slot), summed in user space.

@@ -59,6 +59,8 @@ pub static HTTP_CONNECTIONS: LruHashMap<u64, u8> =
 pub static HTTP_PROCESSES: LruHashMap<u32, u8> =
     LruHashMap::with_max_entries(MAX_HTTP_PROCESSES, 0);
 
+/// The family's own sys_exit program, for when the syscalls family's is not attached (with it,
+/// that program calls [`on_target_exit`] itself: one program per syscall instead of two).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn requests_sys_exit(ctx: RawTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
@@ -68,15 +70,40 @@ pub fn requests_sys_exit(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(slot) = target_slot(tgid) else {
+    let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
         return Ok(());
     };
-    count_slice_syscall();
     let regs: *const pt_regs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: probe reads of the syscall's saved registers.
     let nr = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as u32;
+    on_target_exit(ctx, pid_tgid, slot, nr, ret)
+}
+
+/// 1 when the syscalls family's sys_exit program calls [`on_target_exit`] (set by the loader
+/// when both families are attached; requests_sys_exit is then not attached).
+#[unsafe(no_mangle)]
+static REQUESTS_IN_SYS_EXIT: u32 = 0;
+
+#[inline(always)]
+pub fn in_sys_exit() -> bool {
+    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
+    unsafe { core::ptr::read_volatile(&REQUESTS_IN_SYS_EXIT) != 0 }
+}
+
+/// The exit of syscall `nr` (which returned `ret`) by a thread of the target in `slot`: counts it
+/// in the running slice and, for a connection's reads, writes and close or a tag, sends the event.
+#[inline(always)]
+pub fn on_target_exit(
+    ctx: &RawTracePointContext,
+    pid_tgid: u64,
+    slot: u32,
+    nr: u32,
+    ret: i64,
+) -> Result<(), i64> {
+    let tgid = (pid_tgid >> 32) as u32;
+    count_slice_syscall();
+    let regs: *const pt_regs = ctx.arg(0);
     // Every arm defines both halves: an enum with payloads here once left the verifier an
     // uninitialised register to spill on the close path.
     let (io, buffer) = match nr {
@@ -90,7 +117,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         io_nr::CLOSE => (Io::Close, Buffer::None),
         _ => return Ok(()),
     };
-    // SAFETY: as above.
+    // SAFETY: probe reads of the syscall's saved registers, here and below.
     let fd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }? as u32;
     if fd == TAG_FD && ret == TAG_RESULT && nr == io_nr::WRITE {
         return send_tag(pid_tgid, slot, regs);

@@ -7,6 +7,9 @@
 //! instead, so neither call's latency is lost or mixed with the other's. sys_exit finds the start
 //! by tid and adds the latency; only when it is not in the slot does it pay for the TGID lookup
 //! (and the overflow map, or a regs read to still account fds when the start is missing).
+//! With the requests family attached too, sys_exit hands every target exit to it
+//! (`requests::on_target_exit`): a target's syscall runs one program at its exit, not two, and
+//! pays the TGID lookup and the number's read once.
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -19,9 +22,12 @@ use monitor_common::{
     map_full,
 };
 
-use crate::maps::{
-    FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full, counters,
-    target_slot,
+use crate::{
+    maps::{
+        FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full,
+        counters, target_slot,
+    },
+    requests,
 };
 
 /// 1 when sys_enter is attached; 0 when sys_exit runs alone for fd counts (`--programs fds`),
@@ -90,18 +96,37 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let ret: i64 = ctx.arg(1);
     // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
     let with_enter = unsafe { core::ptr::read_volatile(&SYS_ENTER_ATTACHED) } != 0;
-    if !with_enter {
-        return fds_only(ctx, pid_tgid);
+    let exit = if with_enter {
+        exit_after_enter(ctx, pid_tgid, ret)?
+    } else {
+        exit_fds(ctx, pid_tgid, ret)?
+    };
+    // One call site, after the paths join: the requests family's work is verified once.
+    if let Some((slot, nr)) = exit
+        && requests::in_sys_exit()
+    {
+        requests::on_target_exit(ctx, pid_tgid, slot, nr, ret)?;
     }
+    Ok(())
+}
+
+/// The exit of a syscall whose start sys_enter recorded (or lost). Returns the target slot and
+/// syscall number, or None for a process that is not a target.
+#[inline(always)]
+fn exit_after_enter(
+    ctx: &RawTracePointContext,
+    pid_tgid: u64,
+    ret: i64,
+) -> Result<Option<(u32, u32)>, i64> {
     let tid = pid_tgid as u32;
     let start = SYSCALL_STARTS
         .get_ptr_mut(tid & (START_SLOTS - 1))
         .ok_or(0)?;
     // SAFETY: see try_sys_enter.
     let s = unsafe { *start };
-    let ret: i64 = ctx.arg(1);
     if s.start_ns != 0 && s.tid == tid {
         // SAFETY: as above; consuming the slot keeps a later non-target thread with this tid
         // from matching it.
@@ -110,11 +135,11 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         let (nr, slot) = (s.nr as u32, s.slot as u32);
         add_latency(slot, nr, now.saturating_sub(s.start_ns));
         account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
-        return Ok(());
+        return Ok(Some((slot, nr)));
     }
     // Slow path: is this a target at all?
     if target_slot((pid_tgid >> 32) as u32).is_none() {
-        return Ok(());
+        return Ok(None);
     }
     // SAFETY: the value is copied out at once; only this thread writes its entry.
     if let Some(s) = unsafe { SYSCALL_START_OVERFLOW.get(tid) }.copied() {
@@ -123,27 +148,26 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         let (nr, slot) = (s.nr as u32, s.slot as u32);
         add_latency(slot, nr, now.saturating_sub(s.start_ns));
         account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
-        return Ok(());
+        return Ok(Some((slot, nr)));
     }
-    let Some(slot) = exit_fds(ctx, pid_tgid, ret)? else {
-        return Ok(());
-    };
-    if let Some(c) = counters(slot) {
+    let exit = exit_fds(ctx, pid_tgid, ret)?;
+    if let Some((slot, _)) = exit
+        && let Some(c) = counters(slot)
+    {
         c.syscall_starts_lost += 1;
     }
-    Ok(())
-}
-
-#[inline(always)]
-fn fds_only(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
-    let ret: i64 = ctx.arg(1);
-    exit_fds(ctx, pid_tgid, ret).map(|_| ())
+    Ok(exit)
 }
 
 /// The fd effect of a target's syscall exit, its number read from the saved registers.
-/// Returns the target slot, or None for a process that is not a target.
+/// Returns the target slot and the number (NO_SYSCALL when out of range), or None for a process
+/// that is not a target.
 #[inline(always)]
-fn exit_fds(ctx: &RawTracePointContext, pid_tgid: u64, ret: i64) -> Result<Option<u32>, i64> {
+fn exit_fds(
+    ctx: &RawTracePointContext,
+    pid_tgid: u64,
+    ret: i64,
+) -> Result<Option<(u32, u32)>, i64> {
     let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
         return Ok(None);
     };
@@ -151,13 +175,16 @@ fn exit_fds(ctx: &RawTracePointContext, pid_tgid: u64, ret: i64) -> Result<Optio
     // SAFETY: probe read of the syscall's saved registers.
     let id = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as i64;
     if !(0..MAX_SYSCALLS as i64).contains(&id) {
-        return Ok(Some(slot));
+        return Ok(Some((slot, NO_SYSCALL)));
     }
     let nr = id as u32;
     let dupfd = nr == nr::FCNTL && is_dupfd(regs)?;
     account_fds(slot, nr, dupfd, ret);
-    Ok(Some(slot))
+    Ok(Some((slot, nr)))
 }
+
+/// A syscall number no table has (the saved number was out of range).
+const NO_SYSCALL: u32 = u32::MAX;
 
 #[inline(always)]
 fn is_dupfd(regs: *const pt_regs) -> Result<bool, i64> {

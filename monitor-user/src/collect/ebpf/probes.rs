@@ -110,6 +110,16 @@ pub fn variant(program: &'static str, args: &TracepointArgs, compat: bool) -> Va
     }
 }
 
+/// The requests family when the syscalls family's sys_exit program is attached too: that program
+/// does the family's exit work, so a target's syscall runs one program at its exit, not two.
+pub const REQUESTS_IN_SYS_EXIT: Variant = Variant {
+    parts: &[
+        ("requests_waking", "sched_waking"),
+        ("requests_wakeup_new", "sched_wakeup_new"),
+    ],
+    mechanism: "the sys_exit program (socket reads and writes), raw tracepoints sched_waking and sched_wakeup_new (hand-overs), ring buffer; each event's CPU from sched_switch's per-thread accounting",
+};
+
 /// Programs without which the target set cannot follow forks and exits: if they fail, nothing
 /// the others count can be attributed correctly.
 const ESSENTIAL: &[&str] = &["sched_process_fork", "sched_process_exit"];
@@ -166,6 +176,7 @@ impl Probes {
             Err(_) => monitor_common::MAX_TARGET_THREADS,
         };
         let requests = selection.wants("requests");
+        let requests_in_sys_exit = requests && selection.wants("sys_exit");
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(monitor_common::maps::TARGET_INDEX, index_entries)
             .map_max_entries(monitor_common::maps::THREAD_STATS, thread_entries)
@@ -213,6 +224,11 @@ impl Probes {
             .override_global(globals::EXIT_KNOWS_GROUP_DEAD, &exit_knows_group_dead, true)
             .override_global(globals::REQUESTS_ENABLED, &u32::from(requests), true)
             .override_global(
+                globals::REQUESTS_IN_SYS_EXIT,
+                &u32::from(requests_in_sys_exit),
+                true,
+            )
+            .override_global(
                 globals::SYS_ENTER_ATTACHED,
                 &u32::from(selection.syscalls()),
                 true,
@@ -228,7 +244,11 @@ impl Probes {
         };
         let mut programs = Vec::with_capacity(PROGRAMS.len());
         for &name in PROGRAMS {
-            let variant = variant(name, &kernel.tracepoints, compat);
+            let variant = if name == "requests" && requests_in_sys_exit {
+                REQUESTS_IN_SYS_EXIT
+            } else {
+                variant(name, &kernel.tracepoints, compat)
+            };
             if !selection.wants(name) {
                 info!(program = name, "left out (--programs)");
                 programs.push(ProgramStatus {
@@ -266,6 +286,15 @@ impl Probes {
             .find(|p| p.name == "requests" && p.attached() && !sched_attached)
         {
             p.error = Some("needs sched_switch, which did not attach".into());
+        }
+        // Sharing sys_exit, the family sees no socket I/O without it.
+        let sys_exit_attached = programs
+            .iter()
+            .any(|p| p.name == "sys_exit" && p.attached());
+        if let Some(p) = programs.iter_mut().find(|p| {
+            p.name == "requests" && p.attached() && requests_in_sys_exit && !sys_exit_attached
+        }) {
+            p.error = Some("needs the sys_exit program it shares, which did not attach".into());
         }
         if let Some(p) = programs
             .iter()
