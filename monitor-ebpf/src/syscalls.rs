@@ -24,8 +24,8 @@ use monitor_common::{
 
 use crate::{
     maps::{
-        FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full,
-        counters, target_slot,
+        FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full, counters,
+        target_slot,
     },
     requests,
 };

@@ -96,7 +96,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub require_ebpf: bool,
     /// Kernel program families to attach (comma-separated): syscalls (counts, latency and fds:
-    /// the costly one), fds (fd counts alone), sched (on-CPU, switches), faults. Default: all.
+    /// the costly one), fds (fd counts alone), sched (on-CPU, switches), faults, requests (HTTP
+    /// request types and explicit tags). Default: all; `syscalls,sched,faults` leaves requests
+    /// out.
     #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
     pub programs: Vec<Family>,
     /// Do not export the seed's `app_memory_usage_mb*` names (app_resident_memory_*bytes carry

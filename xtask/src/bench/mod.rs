@@ -170,11 +170,12 @@ fn report(
          over rounds of (configuration - nothing attached) in the same round; min .. max of those differences shown. \
          Ratios are of those medians.\n\
          - `monitor run --pid` attaches every kernel program it has (raw tracepoints sys_enter, sys_exit, \
-         sched_switch, sched_process_fork/exit, page_fault_user/kernel) whatever the storm: that figure is the whole \
+         sched_switch, sched_process_fork/exit, page_fault_user/kernel, and the requests family's sched_waking and \
+         sched_wakeup_new, its exit work done inside sys_exit) whatever the storm: that figure is the whole \
          daemon's cost for the operation. For the fd and context-switch goals monitor also runs with only the programs \
          of that job (`--programs fds`: sys_exit alone, reading the syscall number from the saved registers; \
          `--programs sched`: sched_switch), next to the bpftrace program for the same job. The fork and exit \
-         followers are attached in every monitor configuration. `monitor run --pid --programs all,requests` adds the requests family (its own sys_exit, sched_switch and wakeup programs) and runs the getppid storm and the explicit-tag storm (writes of `monitor:begin bench` and `monitor:end` to fd -1, alternately, each failing with EBADF; the family reads and sends each one to the daemon). Each bpftrace program does only the job named (the \
+         followers are attached in every monitor configuration. `monitor run --pid --programs syscalls,sched,faults` is every family but requests: the getppid and context-switch storms run under it too, so what the family adds per target syscall (its exit work) and per context switch (the slice record sched_switch keeps for it, host-wide) shows. The explicit-tag storm (writes of `monitor:begin bench` and `monitor:end` to fd -1, alternately, each failing with EBADF; the family reads and sends each one to the daemon) runs under the default programs. Each bpftrace program does only the job named (the \
          program a user would write for that one question; the programs are in `xtask/src/bench/tracers.rs`); \
          \"bpftrace doing monitor's whole syscall job\" joins the count + latency program and the fd program.\n\
          - Floors: empty programs (`r0 = 0; exit`) loaded by the bench itself on raw_syscalls sys_enter + sys_exit, as \

@@ -64,7 +64,7 @@ impl Storm {
 pub enum Config {
     Alone,
     Monitor,
-    MonitorRequests,
+    MonitorNoRequests,
     MonitorFds,
     MonitorSched,
     BtSyscalls,
@@ -87,7 +87,7 @@ impl Config {
     const ALL: [Self; 13] = [
         Self::Alone,
         Self::Monitor,
-        Self::MonitorRequests,
+        Self::MonitorNoRequests,
         Self::MonitorFds,
         Self::MonitorSched,
         Self::BtSyscalls,
@@ -108,8 +108,10 @@ impl Config {
                 Storm::Files,
                 Storm::Faults,
                 Storm::Pingpong,
+                Storm::Tags,
             ],
-            (Self::MonitorRequests, Role::Target) => &[Storm::Syscalls, Storm::Tags],
+            // What the requests family adds: per syscall of the target, per context switch.
+            (Self::MonitorNoRequests, Role::Target) => &[Storm::Syscalls, Storm::Pingpong],
             (Self::Monitor, Role::Other) => &[Storm::Syscalls, Storm::Pingpong],
             (Self::MonitorFds, Role::Target) => &[Storm::Files],
             (Self::MonitorSched, Role::Target) => &[Storm::Pingpong],
@@ -127,7 +129,9 @@ impl Config {
         match self {
             Self::Alone => "nothing attached",
             Self::Monitor => "monitor run --pid",
-            Self::MonitorRequests => "monitor run --pid --programs all,requests",
+            Self::MonitorNoRequests => {
+                "monitor run --pid --programs syscalls,sched,faults (every family but requests)"
+            }
             Self::MonitorFds => "monitor run --pid --programs fds (fd tracking alone: sys_exit)",
             Self::MonitorSched => {
                 "monitor run --pid --programs sched (on-CPU accounting alone: sched_switch)"
@@ -206,11 +210,11 @@ fn attach(scratch: &Scratch, config: Config, pid: u32) -> anyhow::Result<Result<
     Ok(match config {
         Config::Alone => Ok(Attached::Nothing),
         Config::Monitor => Ok(Attached::Monitor(Monitor::start(scratch, pid, None)?)),
-        Config::MonitorRequests => Ok(Attached::Monitor(Monitor::start_with(
+        Config::MonitorNoRequests => Ok(Attached::Monitor(Monitor::start_with(
             scratch,
             pid,
             None,
-            Some("all,requests"),
+            Some("syscalls,sched,faults"),
         )?)),
         Config::MonitorFds => Ok(Attached::Monitor(Monitor::start_with(
             scratch,
@@ -455,10 +459,14 @@ impl Overhead {
         s.push_str(header);
         for (label, config, role) in [
             ("nothing attached", Config::Alone, Role::Target),
-            ("**monitor**, in the target", Config::Monitor, Role::Target),
             (
-                "monitor --programs all,requests, in the target (the requests family's sys_exit program too)",
-                Config::MonitorRequests,
+                "**monitor**, in the target (default programs, the requests family among them)",
+                Config::Monitor,
+                Role::Target,
+            ),
+            (
+                "monitor --programs syscalls,sched,faults, in the target (every family but requests)",
+                Config::MonitorNoRequests,
                 Role::Target,
             ),
             (Config::BtSyscalls.label(), Config::BtSyscalls, Role::Target),
@@ -555,9 +563,16 @@ impl Overhead {
             );
             row(
                 &mut s,
-                "**monitor**, in the target (default programs: syscalls, fds, sched, faults)",
+                "**monitor**, in the target (default programs: syscalls, fds, sched, faults, requests)",
                 self.cell(Config::Monitor, Role::Target, storm),
             );
+            if storm == Storm::Pingpong {
+                row(
+                    &mut s,
+                    "monitor --programs syscalls,sched,faults, in the target (every family but requests: what the family's per-switch slice record costs)",
+                    self.cell(Config::MonitorNoRequests, Role::Target, storm),
+                );
+            }
             if let Some(c) = job_only {
                 row(
                     &mut s,
@@ -627,8 +642,8 @@ impl Overhead {
         );
         row(
             &mut s,
-            "**monitor --programs all,requests**, in the target (the requests family sends each tag to the daemon)",
-            self.cell(Config::MonitorRequests, Role::Target, Storm::Tags),
+            "**monitor**, in the target (the requests family sends each tag to the daemon)",
+            self.cell(Config::Monitor, Role::Target, Storm::Tags),
         );
         s.push('\n');
         if !self.notes.is_empty() {

@@ -1,10 +1,11 @@
-//! Section 6: the cost of the requests family (`--programs all,requests`), which follows a
+//! Section 6: the cost of the requests family (on by default), which follows a
 //! target's HTTP/1 connections through its read/write/close syscalls and its threads' wakeups.
 //!
 //! (a) CPU per request of a minimal keep-alive HTTP server (`workload http-server`: one thread,
 //!     epoll, read(2)/write(2), a 40-byte response), loaded by a separate `workload http-load`
-//!     process: nothing attached, monitor with its default programs (every family but
-//!     requests), and monitor with the requests family too, interleaved in rounds as in sections
+//!     process: nothing attached, monitor with every family but requests (`--programs
+//!     syscalls,sched,faults`), and monitor with its default programs, the requests family
+//!     among them, interleaved in rounds as in sections
 //!     1-3. The figure is the server process's own CPU (schedstat) over the load / requests; the
 //!     client's wall ns per request is shown next to it.
 //! (b) The daemon at a paced 5,000 requests/s (CPU, RSS, and whether `app_requests_total`
@@ -82,8 +83,12 @@ impl Config {
     fn label(self) -> &'static str {
         match self {
             Self::Alone => "nothing attached",
-            Self::Monitor => "monitor run --pid (default programs: every family but requests)",
-            Self::Requests => "**monitor run --pid --programs all,requests**",
+            Self::Monitor => {
+                "monitor run --pid --programs syscalls,sched,faults (every family but requests)"
+            }
+            Self::Requests => {
+                "**monitor run --pid** (default programs, the requests family among them)"
+            }
         }
     }
 }
@@ -187,10 +192,10 @@ fn done(report: &Value) -> anyhow::Result<u64> {
 
 /// monitor with every program, the requests family among them (checked attached).
 fn monitor_with_requests(scratch: &Scratch, pid: u32) -> anyhow::Result<Monitor> {
-    let m = Monitor::start_with(scratch, pid, None, Some("all,requests"))?;
+    let m = Monitor::start(scratch, pid, None)?;
     let body = m.metrics()?;
     if metric(&body, "monitor_ebpf_attached", &[("program", "requests")]) != Some(1.0) {
-        bail!("monitor --programs all,requests did not attach the requests family");
+        bail!("monitor with its default programs did not attach the requests family");
     }
     Ok(m)
 }
@@ -214,7 +219,12 @@ fn run_config(
     let mut server = Server::start(scratch)?;
     let mut monitor = match config {
         Config::Alone => None,
-        Config::Monitor => Some(Monitor::start(scratch, server.pid(), None)?),
+        Config::Monitor => Some(Monitor::start_with(
+            scratch,
+            server.pid(),
+            None,
+            Some("syscalls,sched,faults"),
+        )?),
         Config::Requests => Some(monitor_with_requests(scratch, server.pid())?),
     };
     let widest = p.loads.iter().copied().max().unwrap_or(1);
@@ -431,7 +441,7 @@ impl Requests {
         match self.family(one) {
             Some(d) => rows.push((
                 format!(
-                    "Requests family, per HTTP request (server CPU, {one} keep-alive connection{}): <= {GOAL_NS:.0} ns over monitor's default programs (Beyla publishes about 500 ns)",
+                    "Requests family, per HTTP request (server CPU, {one} keep-alive connection{}): <= {GOAL_NS:.0} ns over monitor's other programs (Beyla publishes about 500 ns)",
                     if one == 1 { "" } else { "s" }
                 ),
                 format!("{:+.0} ns ({:+.0} .. {:+.0})", d.median, d.min, d.max),
@@ -504,14 +514,14 @@ impl Requests {
             "- **Requests family (6).** `workload http-server`: a minimal HTTP/1.1 keep-alive server on 127.0.0.1, one \
              thread, level-triggered epoll, read(2) of each request and one write(2) of a 40-byte `200 OK` (body `ok`); \
              the load is `workload http-load` in a separate process (not a target), one request outstanding per \
-             connection. Each configuration (nothing attached; `monitor run --pid SERVER`, the default programs: every \
-             family but requests; `monitor run --pid SERVER --programs all,requests`) runs in a fresh server: attach and \
+             connection. Each configuration (nothing attached; `monitor run --pid SERVER --programs syscalls,sched,faults`: \
+             every family but requests; `monitor run --pid SERVER`, the default programs, requests among them) runs in a fresh server: attach and \
              wait as in 1-3, {} warm-up requests, 300 ms, then closed-loop loads of {} requests on {} keep-alive \
              connection(s), one after the other. Server CPU per request = growth of the server's summed \
              `/proc/PID/task/*/schedstat` run time over the load / requests; client ns per request = the load's wall \
              time / requests. {} rounds, order reversed on every other round; \"added\" figures are medians over rounds \
-             of the same-round difference (min .. max shown); the family's figure is (all,requests) - (default \
-             programs). With the family, `app_requests_total` (summed over series, read 1.5 s after the load when two \
+             of the same-round difference (min .. max shown); the family's figure is (default programs) - (every \
+             family but requests). With the family, `app_requests_total` (summed over series, read 1.5 s after the load when two \
              reads 500 ms apart agree) is checked against the requests sent in every round. Paced runs (a fresh server \
              and monitor with the family each; 100 warm-up requests and 1 s first): {} requests/s on {} connections \
              for {} s; then {} requests/s in all on {} connections for {} s each, every connection in turn (each \
@@ -591,7 +601,7 @@ impl Requests {
             .collect();
         let _ = writeln!(
             s,
-            "\nThe requests family's own cost per request (all,requests - default programs, same round, medians): {}.\n",
+            "\nThe requests family's own cost per request (default programs - every family but requests, same round, medians): {}.\n",
             family.join("; ")
         );
         if !self.notes.is_empty() {

@@ -68,12 +68,9 @@ impl Monitor {
             }
             let body = http_get(&agent, &url).unwrap_or_default();
             if metric(&body, "app_up", &[]) == Some(1.0) {
-                // The default set leaves the requests family out (it is named to have it), and
-                // exports it as 0.
                 let unattached: Vec<&str> = body
                     .lines()
                     .filter(|l| l.starts_with("monitor_ebpf_attached{") && l.ends_with(" 0"))
-                    .filter(|l| !l.contains("program=\"requests\""))
                     .collect();
                 if programs.is_none() && !unattached.is_empty() {
                     bail!("monitor did not attach every kernel program: {unattached:?}");

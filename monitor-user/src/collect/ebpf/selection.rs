@@ -8,7 +8,7 @@ use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Family {
-    /// Everything below except requests (for now: name it to have it).
+    /// Everything below (the default).
     All,
     /// Syscall counts and latency per syscall, and fd counts (sys_enter + sys_exit).
     Syscalls,
@@ -49,19 +49,13 @@ impl Selection {
         }
     }
 
-    /// Every family, requests included: what `monitor check` tries.
+    /// Every family: what `monitor check` tries.
     pub fn everything() -> Self {
-        Self {
-            families: vec![Family::All, Family::Requests],
-        }
+        Self::default()
     }
 
     fn has(&self, f: Family) -> bool {
-        // Requests are asked for by name until its cost per request and per host-wide context
-        // switch is in BENCHMARKS.md next to the footprint goals; `all` and the default leave it
-        // out. (It loads and attaches on 5.10, 6.1 and 6.12: `monitor check` in the matrix.)
-        (self.families.contains(&Family::All) && f != Family::Requests)
-            || self.families.contains(&f)
+        self.families.contains(&Family::All) || self.families.contains(&f)
     }
 
     /// Whether sys_enter runs, i.e. syscalls are counted and timed (not only their fd effects).
@@ -93,6 +87,14 @@ mod tests {
             assert!(s.wants(p), "{p}");
         }
         assert!(s.syscalls());
+        assert!(s.wants("requests"), "the requests family is on by default");
+    }
+
+    #[test]
+    fn naming_the_other_families_leaves_requests_out() {
+        let s = Selection::new(&[Family::Syscalls, Family::Sched, Family::Faults]);
+        assert!(!s.wants("requests"));
+        assert!(s.wants("sys_enter") && s.wants("sched_switch") && s.wants("page_fault_user"));
     }
 
     #[test]
