@@ -276,6 +276,21 @@ fn check(server: Server, clients: u32) {
     let tree = app.oncpu_s() - tree0;
     let m = daemon.metrics_text();
     let work = app.work();
+    // Each route alone once more, after the mix: this shared machine's speed drifts by a few
+    // percent over a test, and the mean of before and after is what the mix ran against.
+    let alone: Vec<f64> = routes
+        .iter()
+        .zip(alone)
+        .map(|((_, _, kind), before)| {
+            let after = cost_per_request(&app, clients, kind, idle);
+            eprintln!(
+                "{server:?} x{clients} {kind}: alone {:.2} ms per request before the mix, {:.2} after",
+                before * 1e3,
+                after * 1e3
+            );
+            (before + after) / 2.0
+        })
+        .collect();
     let mut attributed = 0.0;
     let mut failures = Vec::new();
     for ((route, key, _), alone) in routes.iter().zip(alone) {

@@ -275,3 +275,57 @@ fn explicit_tags_get_their_threads_cpu_and_syscalls() {
         );
     }
 }
+
+/// A daemon that stops reading (stalled, here stopped with SIGSTOP) while the target writes far
+/// more tags than the ring holds: the target finishes every write at its own pace (the kernel
+/// drops what does not fit, it never waits), and once the daemon runs again it says how many
+/// events it lost, enough to account for every unit it could not count.
+#[test]
+fn a_full_ring_loses_events_counts_them_and_never_blocks_the_target() {
+    require_root();
+    const TAGS: u64 = 400_000;
+    let mut w = Workload::start(&workload_bin(), &["tags", "--count", &TAGS.to_string()]);
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &["--require-ebpf"]);
+    let daemon = d.child.id() as i32;
+    // SAFETY: plain kill of our own child.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGSTOP) }, 0);
+    let report = w.go();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGCONT) }, 0);
+    assert_eq!(
+        report["work"]["tags"].as_u64(),
+        Some(TAGS),
+        "the workload did not finish its writes: {report}"
+    );
+    // The reader drains what the ring kept and reads the kernel's count at its next tick.
+    d.wait_for(
+        |m| metric_value(m, "monitor_request_events_lost_total", &[]).is_some_and(|v| v > 0.0),
+        "monitor_request_events_lost_total above 0",
+    );
+    // Two reader ticks more: what the ring kept is drained and counted too.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = d.metrics_text();
+    let lost = metric_value(&text, "monitor_request_events_lost_total", &[]).unwrap() as u64;
+    let units = metric_value(
+        &text,
+        "app_requests_total",
+        &[("method", "TAG"), ("route", "bench")],
+    )
+    .unwrap_or(0.0) as u64;
+    eprintln!(
+        "{TAGS} tag writes ({} units) while the daemon was stopped: {units} units counted, {lost} events lost, {} ns per write",
+        TAGS / 2,
+        report["ns_per_op"]
+    );
+    // A 1 MiB ring holds a few thousand events: nearly all of them were dropped.
+    assert!(
+        lost >= TAGS * 9 / 10 && lost <= TAGS,
+        "{lost} events lost of {TAGS} written"
+    );
+    // Every unit not counted lost its begin or its end (or both).
+    assert!(
+        units <= TAGS / 2 && units + lost >= TAGS / 2,
+        "{units} units counted and {lost} events lost do not account for {} units",
+        TAGS / 2
+    );
+}

@@ -76,7 +76,8 @@ pub struct RouteReport {
 /// The requests family's reader, running for the length of the profile.
 struct RequestsWatch {
     tracker: crate::requests::SharedTracker,
-    stop: std::sync::mpsc::Sender<()>,
+    /// Dropped to stop the reader.
+    stop: std::os::unix::net::UnixStream,
     reader: std::thread::JoinHandle<()>,
 }
 
@@ -84,7 +85,8 @@ impl RequestsWatch {
     fn start(events: crate::collect::ebpf::request_events::RequestEvents) -> anyhow::Result<Self> {
         let config = crate::config::RequestsConfig::default();
         let tracker = crate::commands::run::requests_reader::tracker(&config)?;
-        let (stop, stop_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| anyhow::anyhow!("making the requests reader's stop: {e}"))?;
         let reader = crate::commands::run::requests_reader::start(
             events,
             tracker.clone(),
@@ -103,7 +105,7 @@ impl RequestsWatch {
     fn finish(self) -> BTreeMap<String, RouteReport> {
         // Let the last events (and responses still being written) arrive.
         std::thread::sleep(Duration::from_millis(100));
-        let _ = self.stop.send(());
+        drop(self.stop);
         let _ = self.reader.join();
         let Ok(mut tracker) = self.tracker.lock() else {
             return BTreeMap::new();

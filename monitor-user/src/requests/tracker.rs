@@ -158,6 +158,11 @@ impl Tracker {
         }
     }
 
+    /// No process has served a request or tagged work yet (or all that did are gone).
+    pub fn follows_nothing(&self) -> bool {
+        self.processes.is_empty()
+    }
+
     pub fn target(&self, slot: usize) -> Option<&TargetRequests> {
         self.targets.get(slot)
     }

@@ -409,8 +409,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // SAFETY: kill(2) on our child; SIGCONT so that a daemon a test stopped gets the TERM.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
         let _ = self.child.wait();
     }
 }
@@ -569,8 +572,11 @@ impl Alertmanager {
     }
 
     pub fn terminate(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // SAFETY: kill(2) on our child; SIGCONT so that a daemon a test stopped gets the TERM.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
         let _ = self.child.wait();
     }
 }

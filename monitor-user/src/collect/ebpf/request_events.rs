@@ -1,4 +1,6 @@
 //! The requests family's ring buffer and its loss counter, as user space reads them.
+use std::os::fd::{AsFd as _, BorrowedFd};
+
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -35,6 +37,13 @@ impl RequestEvents {
             n += 1;
         }
         n
+    }
+
+    /// The ring's fd: readable when it holds a record. The kernel wakes a reader that has
+    /// caught up when the next record is submitted, so an idle reader costs nothing between
+    /// records.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
     }
 
     /// Events the kernel had no room for since the programs attached.

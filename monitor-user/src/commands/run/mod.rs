@@ -71,7 +71,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Capabilities are per thread: dropped while the daemon has one, before the reader starts.
     drop_privileges(&mut collector);
-    let (requests_stop_tx, requests_stop_rx) = mpsc::channel::<()>();
+    // Dropping the sender's end is the reader's stop: it polls the other end with the ring.
+    let (requests_stop_tx, requests_stop_rx) =
+        std::os::unix::net::UnixStream::pair().context("making the requests reader's stop")?;
     let alerts_tracker = tracker.clone();
     let requests_reader = match (request_events, tracker) {
         (Some(events), Some(tracker)) => {
@@ -162,7 +164,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let _ = stop_tx.send(());
         let _ = sampler.join();
-        let _ = requests_stop_tx.send(());
+        drop(requests_stop_tx);
         if let Some(reader) = requests_reader {
             let _ = reader.join();
         }
