@@ -60,11 +60,13 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
     // store, no event). Whoever the next thread is: a map lookup to filter would cost more.
     let slice_syscalls = if requests_enabled() {
         let next: *const u8 = ctx.arg(ARG_NEXT);
-        // A failed read leaves 0: the next thread's events then say "unknown" only if it has
-        // never run, which is what 0 means to user space anyway.
-        let next_oncpu = task_oncpu_ns(next).unwrap_or(0);
-        // SAFETY: plain helper call.
-        begin_slice(unsafe { bpf_ktime_get_ns() }, next_oncpu)
+        match task_oncpu_ns(next) {
+            // SAFETY: plain helper call.
+            Ok(next_oncpu) => begin_slice(unsafe { bpf_ktime_get_ns() }, next_oncpu),
+            // A slice that began at 0 is unknown: the next thread's events say so, rather than
+            // a total that would jump when the following slice knows it.
+            Err(_) => begin_slice(0, 0),
+        }
     } else {
         0
     };
