@@ -76,6 +76,18 @@ pub fn requests_enabled() -> bool {
     unsafe { core::ptr::read_volatile(&REQUESTS_ENABLED) != 0 }
 }
 
+/// 1 when the syscalls family's sys_exit program does the requests family's exit work
+/// (`requests::on_target_exit`; set by the loader when both families are attached, and
+/// requests_sys_exit is then not attached).
+#[unsafe(no_mangle)]
+static REQUESTS_IN_SYS_EXIT: u32 = 0;
+
+#[inline(always)]
+pub fn requests_in_sys_exit() -> bool {
+    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
+    unsafe { core::ptr::read_volatile(&REQUESTS_IN_SYS_EXIT) != 0 }
+}
+
 /// A switch on this CPU: a new slice begins now, of a thread that has run `next_oncpu_ns` so
 /// far. Returns the syscalls the slice that ends made (a target thread's, or 0).
 #[inline(always)]

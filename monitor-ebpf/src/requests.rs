@@ -77,22 +77,31 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let ret: i64 = ctx.arg(1);
     // SAFETY: probe reads of the syscall's saved registers.
     let nr = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as u32;
-    on_target_exit(ctx, pid_tgid, slot, nr, ret)
+    on_target_exit(ctx, pid_tgid, slot, nr, ret, 0)
 }
 
-/// 1 when the syscalls family's sys_exit program calls [`on_target_exit`] (set by the loader
-/// when both families are attached; requests_sys_exit is then not attached).
-#[unsafe(no_mangle)]
-static REQUESTS_IN_SYS_EXIT: u32 = 0;
-
-#[inline(always)]
-pub fn in_sys_exit() -> bool {
-    // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.
-    unsafe { core::ptr::read_volatile(&REQUESTS_IN_SYS_EXIT) != 0 }
+/// The three argument registers the family reads, adjacent in `struct pt_regs` (dx, si, di):
+/// one probe read instead of up to three.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Args {
+    /// The third argument (a tag's length).
+    rdx: u64,
+    /// The second (the buffer, iovec or msghdr).
+    rsi: u64,
+    /// The first (the fd).
+    rdi: u64,
 }
+
+// pt_regs' layout puts si and di right after dx.
+const _: () = assert!(
+    core::mem::offset_of!(pt_regs, rsi) == core::mem::offset_of!(pt_regs, rdx) + 8
+        && core::mem::offset_of!(pt_regs, rdi) == core::mem::offset_of!(pt_regs, rdx) + 16
+);
 
 /// The exit of syscall `nr` (which returned `ret`) by a thread of the target in `slot`: counts it
 /// in the running slice and, for a connection's reads, writes and close or a tag, sends the event.
+/// `now` is the exit's bpf_ktime_get_ns when the caller read it already, else 0.
 #[inline(always)]
 pub fn on_target_exit(
     ctx: &RawTracePointContext,
@@ -100,6 +109,7 @@ pub fn on_target_exit(
     slot: u32,
     nr: u32,
     ret: i64,
+    now: u64,
 ) -> Result<(), i64> {
     let tgid = (pid_tgid >> 32) as u32;
     count_slice_syscall();
@@ -117,10 +127,17 @@ pub fn on_target_exit(
         io_nr::CLOSE => (Io::Close, Buffer::None),
         _ => return Ok(()),
     };
-    // SAFETY: probe reads of the syscall's saved registers, here and below.
-    let fd = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }? as u32;
+    // SAFETY: probe read of the syscall's saved argument registers.
+    let args: Args = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdx).cast()) }?;
+    let fd = args.rdi as u32;
+    let now = if now != 0 {
+        now
+    } else {
+        // SAFETY: plain helper call.
+        unsafe { bpf_ktime_get_ns() }
+    };
     if fd == TAG_FD && ret == TAG_RESULT && nr == io_nr::WRITE {
-        return send_tag(pid_tgid, slot, regs);
+        return send_tag(pid_tgid, slot, now, args.rsi, args.rdx);
     }
     let key = connection_key(tgid, fd);
     // SAFETY: the value is only tested for presence.
@@ -129,13 +146,11 @@ pub fn on_target_exit(
         Io::Close => {
             if followed && ret == 0 {
                 let _ = HTTP_CONNECTIONS.remove(key);
-                send_header(pid_tgid, slot, kind::CLOSE, fd, 0)?;
+                send_header(pid_tgid, slot, now, kind::CLOSE, fd, 0)?;
             }
         }
         Io::Read if ret > 0 => {
-            // SAFETY: as above.
-            let arg = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?;
-            let (ptr, len) = buffer.first(arg, ret as u64)?;
+            let (ptr, len) = buffer.first(args.rsi, ret as u64)?;
             if !followed {
                 if len < 4 {
                     return Ok(());
@@ -147,18 +162,34 @@ pub fn on_target_exit(
                 let _ = HTTP_CONNECTIONS.insert(key, 1, 0);
                 let _ = HTTP_PROCESSES.insert(tgid, 1, 0);
             }
-            send_io(pid_tgid, slot, kind::READ, fd, ret, ptr, len, READ_COPY)?;
+            send_io(
+                pid_tgid,
+                slot,
+                now,
+                kind::READ,
+                fd,
+                ret,
+                ptr,
+                len,
+                READ_COPY,
+            )?;
         }
         Io::Write if ret > 0 && followed => {
             let (ptr, len) = match buffer {
                 Buffer::None => (0, 0),
-                // SAFETY: as above.
-                _ => buffer.first(
-                    unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi)) }?,
-                    ret as u64,
-                )?,
+                _ => buffer.first(args.rsi, ret as u64)?,
             };
-            send_io(pid_tgid, slot, kind::WRITE, fd, ret, ptr, len, WRITE_COPY)?;
+            send_io(
+                pid_tgid,
+                slot,
+                now,
+                kind::WRITE,
+                fd,
+                ret,
+                ptr,
+                len,
+                WRITE_COPY,
+            )?;
         }
         _ => {}
     }
@@ -211,17 +242,11 @@ impl Buffer {
 /// A tag: `write(-1, buf, n)` whose buffer starts with TAG_PREFIX. Its process's wakeups are
 /// sent from now on, as an HTTP server's are.
 #[inline(always)]
-fn send_tag(pid_tgid: u64, slot: u32, regs: *const pt_regs) -> Result<(), i64> {
-    // SAFETY: probe reads of the saved registers and of the user buffer.
-    let (ptr, len) = unsafe {
-        (
-            bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsi))?,
-            bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdx))?,
-        )
-    };
+fn send_tag(pid_tgid: u64, slot: u32, now: u64, ptr: u64, len: u64) -> Result<(), i64> {
     if len < TAG_PREFIX.len() as u64 {
         return Ok(());
     }
+    // SAFETY: probe read of the user buffer.
     let head: u64 = unsafe { bpf_probe_read_user(ptr as *const u64) }?;
     if head != u64::from_le_bytes(TAG_PREFIX) {
         return Ok(());
@@ -230,6 +255,7 @@ fn send_tag(pid_tgid: u64, slot: u32, regs: *const pt_regs) -> Result<(), i64> {
     send_io(
         pid_tgid,
         slot,
+        now,
         kind::TAG,
         TAG_FD,
         len as i64,
@@ -292,10 +318,8 @@ fn count_lost() {
 }
 
 #[inline(always)]
-fn header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> EventHeader {
+fn header(pid_tgid: u64, slot: u32, ts_ns: u64, kind: u8, peer: u32, ret: i64) -> EventHeader {
     let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    // SAFETY: plain helper call.
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let (oncpu_ns, syscalls) = running_progress(tid, tgid, ts_ns);
     EventHeader {
         ts_ns,
@@ -314,8 +338,15 @@ fn header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> EventHeade
 }
 
 #[inline(always)]
-fn send_header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> Result<(), i64> {
-    let event = header(pid_tgid, slot, kind, peer, ret);
+fn send_header(
+    pid_tgid: u64,
+    slot: u32,
+    now: u64,
+    kind: u8,
+    peer: u32,
+    ret: i64,
+) -> Result<(), i64> {
+    let event = header(pid_tgid, slot, now, kind, peer, ret);
     if REQUEST_EVENTS.output::<EventHeader>(&event, 0).is_err() {
         count_lost();
     }
@@ -327,6 +358,7 @@ fn send_header(pid_tgid: u64, slot: u32, kind: u8, peer: u32, ret: i64) -> Resul
 fn send_io(
     pid_tgid: u64,
     slot: u32,
+    now: u64,
     kind: u8,
     fd: u32,
     ret: i64,
@@ -345,7 +377,7 @@ fn send_io(
         // bounded before them is spilled and refilled, which the verifiers of 5.10 and 6.1
         // track as unbounded. The volatile read keeps the compiler from bounding it earlier:
         // bounded after it, the size goes straight into the call.
-        let mut h = header(pid_tgid, slot, kind, fd, ret);
+        let mut h = header(pid_tgid, slot, now, kind, fd, ret);
         let len = core::ptr::read_volatile(&len);
         let mut n = if len < limit as u64 {
             len
@@ -403,7 +435,9 @@ fn try_wake(ctx: &RawTracePointContext) -> Result<(), i64> {
     if wakee_tgid != tgid || wakee_tid == pid_tgid as u32 {
         return Ok(());
     }
-    let mut event = header(pid_tgid, slot, kind::WAKE, wakee_tid, 0);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut event = header(pid_tgid, slot, now, kind::WAKE, wakee_tid, 0);
     // The wakee is not running (or is about to stop): the scheduler's total is its CPU so far,
     // exact since its last switch-out. A thread just created has run 0 ns: sent as 1, since 0
     // is the wire's "unknown", so the request it is handed gets all its CPU.

@@ -25,7 +25,7 @@ use monitor_common::{
 use crate::{
     maps::{
         FD_OPEN_ERRORS, SYSCALL_START_OVERFLOW, SYSCALL_STARTS, SYSCALLS, count_map_full, counters,
-        target_slot,
+        requests_in_sys_exit, target_slot,
     },
     requests,
 };
@@ -105,22 +105,23 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         exit_fds(ctx, pid_tgid, ret)?
     };
     // One call site, after the paths join: the requests family's work is verified once.
-    if let Some((slot, nr)) = exit
-        && requests::in_sys_exit()
+    if let Some((slot, nr, now)) = exit
+        && requests_in_sys_exit()
     {
-        requests::on_target_exit(ctx, pid_tgid, slot, nr, ret)?;
+        requests::on_target_exit(ctx, pid_tgid, slot, nr, ret, now)?;
     }
     Ok(())
 }
 
-/// The exit of a syscall whose start sys_enter recorded (or lost). Returns the target slot and
-/// syscall number, or None for a process that is not a target.
+/// The exit of a syscall whose start sys_enter recorded (or lost). Returns the target slot, the
+/// syscall number and the exit's time when it was read (else 0), or None for a process that is
+/// not a target.
 #[inline(always)]
 fn exit_after_enter(
     ctx: &RawTracePointContext,
     pid_tgid: u64,
     ret: i64,
-) -> Result<Option<(u32, u32)>, i64> {
+) -> Result<Option<(u32, u32, u64)>, i64> {
     let tid = pid_tgid as u32;
     let start = SYSCALL_STARTS
         .get_ptr_mut(tid & (START_SLOTS - 1))
@@ -135,7 +136,7 @@ fn exit_after_enter(
         let (nr, slot) = (s.nr as u32, s.slot as u32);
         add_latency(slot, nr, now.saturating_sub(s.start_ns));
         account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
-        return Ok(Some((slot, nr)));
+        return Ok(Some((slot, nr, now)));
     }
     // Slow path: is this a target at all?
     if target_slot((pid_tgid >> 32) as u32).is_none() {
@@ -148,10 +149,10 @@ fn exit_after_enter(
         let (nr, slot) = (s.nr as u32, s.slot as u32);
         add_latency(slot, nr, now.saturating_sub(s.start_ns));
         account_fds(slot, nr, s.flags & START_FLAG_DUPFD != 0, ret);
-        return Ok(Some((slot, nr)));
+        return Ok(Some((slot, nr, now)));
     }
     let exit = exit_fds(ctx, pid_tgid, ret)?;
-    if let Some((slot, _)) = exit
+    if let Some((slot, _, _)) = exit
         && let Some(c) = counters(slot)
     {
         c.syscall_starts_lost += 1;
@@ -160,14 +161,14 @@ fn exit_after_enter(
 }
 
 /// The fd effect of a target's syscall exit, its number read from the saved registers.
-/// Returns the target slot and the number (NO_SYSCALL when out of range), or None for a process
-/// that is not a target.
+/// Returns the target slot, the number (NO_SYSCALL when out of range) and 0 (the time, not read
+/// here), or None for a process that is not a target.
 #[inline(always)]
 fn exit_fds(
     ctx: &RawTracePointContext,
     pid_tgid: u64,
     ret: i64,
-) -> Result<Option<(u32, u32)>, i64> {
+) -> Result<Option<(u32, u32, u64)>, i64> {
     let Some(slot) = target_slot((pid_tgid >> 32) as u32) else {
         return Ok(None);
     };
@@ -175,12 +176,12 @@ fn exit_fds(
     // SAFETY: probe read of the syscall's saved registers.
     let id = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }? as i64;
     if !(0..MAX_SYSCALLS as i64).contains(&id) {
-        return Ok(Some((slot, NO_SYSCALL)));
+        return Ok(Some((slot, NO_SYSCALL, 0)));
     }
     let nr = id as u32;
     let dupfd = nr == nr::FCNTL && is_dupfd(regs)?;
     account_fds(slot, nr, dupfd, ret);
-    Ok(Some((slot, nr)))
+    Ok(Some((slot, nr, 0)))
 }
 
 /// A syscall number no table has (the saved number was out of range).
