@@ -23,7 +23,10 @@ use serde_json::Value;
 
 use super::{
     tracers::Monitor,
-    util::{Proc, Scratch, Served, Stats, cpu_ns, line_channel, metric, num, rss_bytes, tail},
+    util::{
+        Proc, Scratch, Served, Stats, cpu_ns, line_channel, metric, num, pin_command, rss_bytes,
+        set_affinity, tail,
+    },
 };
 
 pub struct Params {
@@ -32,9 +35,10 @@ pub struct Params {
     pub requests: u64,
     /// Requests before the measured loads (the daemon's first look at a serving process).
     pub warmup: u64,
-    /// Keep-alive connections of each measured load, one load after the other in the same
-    /// server: 1 (every request wakes the server) and a few (it finds more than one ready).
-    pub loads: Vec<usize>,
+    /// The measured loads, one after the other in the same server: the goal's (one
+    /// connection, server and client on one CPU), then unpinned with one connection (every
+    /// request wakes the server from idle) and a few (it finds more than one ready).
+    pub loads: Vec<Load>,
     /// The paced run: requests per second, connections, window.
     pub rate: f64,
     pub rate_connections: usize,
@@ -51,13 +55,51 @@ impl Params {
             rounds: if quick { 3 } else { 9 },
             requests: if quick { 30_000 } else { 60_000 },
             warmup: 2_000,
-            loads: vec![1, 8],
+            loads: vec![
+                Load {
+                    connections: 1,
+                    one_cpu: true,
+                },
+                Load {
+                    connections: 1,
+                    one_cpu: false,
+                },
+                Load {
+                    connections: 8,
+                    one_cpu: false,
+                },
+            ],
             rate: 5_000.0,
             rate_connections: 10,
             rate_window: Duration::from_secs(if quick { 10 } else { 60 }),
             memory_connections: vec![10, 10_000],
             memory_rate: 2_000.0,
             memory_window: Duration::from_secs(if quick { 10 } else { 60 }),
+        }
+    }
+}
+
+/// One closed-loop load: its keep-alive connections, and whether the server and the client
+/// share one CPU.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Load {
+    pub connections: usize,
+    /// Server and client pinned to CPU 0: each request still takes the server through
+    /// epoll_wait, a wakeup, read, write and two context switches, but the CPU never goes idle
+    /// between them. Unpinned, the server's CPU waits halted for each request, and waking a halted
+    /// vCPU swings its CPU per request by several µs from round to round on this VM.
+    pub one_cpu: bool,
+}
+
+/// The CPU a one-CPU load runs on.
+const LOAD_CPU: usize = 0;
+
+impl Load {
+    fn label(self) -> String {
+        if self.one_cpu {
+            format!("{}, server and client on CPU {LOAD_CPU}", self.connections)
+        } else {
+            self.connections.to_string()
         }
     }
 }
@@ -122,8 +164,8 @@ pub struct Paced {
 
 #[derive(Default)]
 pub struct Requests {
-    /// (config, connections) -> round -> sample
-    samples: BTreeMap<(Config, usize), BTreeMap<usize, Sample>>,
+    /// (config, load) -> round -> sample
+    samples: BTreeMap<(Config, Load), BTreeMap<usize, Sample>>,
     pub notes: Vec<String>,
     pub rate: Option<Paced>,
     pub memory: Vec<Paced>,
@@ -167,9 +209,19 @@ fn load_args(port: u16, connections: usize, requests: u64, rate: Option<f64>) ->
     args
 }
 
-/// A closed-loop `workload http-load` to its end: its report.
-fn load(scratch: &Scratch, port: u16, connections: usize, requests: u64) -> anyhow::Result<Value> {
-    let out = Command::new(&scratch.workload)
+/// A closed-loop `workload http-load` to its end (on `cpu` if given): its report.
+fn load(
+    scratch: &Scratch,
+    port: u16,
+    connections: usize,
+    requests: u64,
+    cpu: Option<usize>,
+) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(&scratch.workload);
+    if let Some(cpu) = cpu {
+        pin_command(&mut cmd, cpu);
+    }
+    let out = cmd
         .args(load_args(port, connections, requests, None))
         .stdin(Stdio::null())
         .output()
@@ -215,7 +267,7 @@ fn run_config(
     config: Config,
     notes: &mut Vec<String>,
     round: usize,
-) -> anyhow::Result<Vec<(usize, Sample)>> {
+) -> anyhow::Result<Vec<(Load, Sample)>> {
     let mut server = Server::start(scratch)?;
     let mut monitor = match config {
         Config::Alone => None,
@@ -227,19 +279,22 @@ fn run_config(
         )?),
         Config::Requests => Some(monitor_with_requests(scratch, server.pid())?),
     };
-    let widest = p.loads.iter().copied().max().unwrap_or(1);
-    let mut sent = done(&load(scratch, server.port, widest, p.warmup)?)?;
+    let widest = p.loads.iter().map(|l| l.connections).max().unwrap_or(1);
+    let mut sent = done(&load(scratch, server.port, widest, p.warmup, None)?)?;
     // The daemon's first look at a serving process (its OpenAPI fetch) is not in the figures.
     std::thread::sleep(Duration::from_millis(300));
     let mut out = vec![];
-    for &connections in &p.loads {
+    for &l in &p.loads {
+        let cpu = l.one_cpu.then_some(LOAD_CPU);
+        set_affinity(server.pid(), cpu)?;
         let cpu0 = cpu_ns(server.pid())?;
-        let report = load(scratch, server.port, connections, p.requests)?;
+        let report = load(scratch, server.port, l.connections, p.requests, cpu)?;
         let cpu1 = cpu_ns(server.pid())?;
+        set_affinity(server.pid(), None)?;
         let n = done(&report)?;
         sent += n;
         out.push((
-            connections,
+            l,
             Sample {
                 server_ns: (cpu1 - cpu0) as f64 / n as f64,
                 client_ns: report["ns_per_op"]
@@ -291,7 +346,7 @@ fn paced(
     let mut server = Server::start(scratch)?;
     let monitor = monitor_with_requests(scratch, server.pid())?;
     let mon = monitor.proc.pid();
-    let warm = done(&load(scratch, server.port, 1, 100)?)?;
+    let warm = done(&load(scratch, server.port, 1, 100, None)?)?;
     std::thread::sleep(Duration::from_secs(1));
     let rss_before = rss_bytes(mon)?;
     let requests = (rate * window.as_secs_f64()).round() as u64;
@@ -363,9 +418,9 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Requests> {
         }
         eprintln!("bench: requests round {}/{}", round + 1, p.rounds);
         for config in order {
-            for (connections, sample) in run_config(scratch, p, config, &mut r.notes, round)? {
+            for (l, sample) in run_config(scratch, p, config, &mut r.notes, round)? {
                 r.samples
-                    .entry((config, connections))
+                    .entry((config, l))
                     .or_default()
                     .insert(round, sample);
             }
@@ -400,15 +455,9 @@ struct Cell {
 }
 
 impl Requests {
-    fn diff(
-        &self,
-        a: Config,
-        b: Config,
-        connections: usize,
-        f: fn(&Sample) -> f64,
-    ) -> Option<Stats> {
-        let a = self.samples.get(&(a, connections))?;
-        let b = self.samples.get(&(b, connections))?;
+    fn diff(&self, a: Config, b: Config, l: Load, f: fn(&Sample) -> f64) -> Option<Stats> {
+        let a = self.samples.get(&(a, l))?;
+        let b = self.samples.get(&(b, l))?;
         let d: Vec<f64> = a
             .iter()
             .filter_map(|(round, s)| Some(f(s) - f(b.get(round)?)))
@@ -416,33 +465,30 @@ impl Requests {
         Stats::of(&d)
     }
 
-    fn cell(&self, config: Config, connections: usize) -> Option<Cell> {
-        let s = self.samples.get(&(config, connections))?;
+    fn cell(&self, config: Config, l: Load) -> Option<Cell> {
+        let s = self.samples.get(&(config, l))?;
         let values = |f: fn(&Sample) -> f64| s.values().map(f).collect::<Vec<_>>();
         Some(Cell {
             server: Stats::of(&values(|s| s.server_ns))?,
             client: Stats::of(&values(|s| s.client_ns))?,
-            added: self.diff(config, Config::Alone, connections, |s| s.server_ns)?,
-            client_added: self.diff(config, Config::Alone, connections, |s| s.client_ns)?,
+            added: self.diff(config, Config::Alone, l, |s| s.server_ns)?,
+            client_added: self.diff(config, Config::Alone, l, |s| s.client_ns)?,
         })
     }
 
     /// The goal figure: server ns per request, with the family minus without, same round.
-    fn family(&self, connections: usize) -> Option<Stats> {
-        self.diff(Config::Requests, Config::Monitor, connections, |s| {
-            s.server_ns
-        })
+    fn family(&self, l: Load) -> Option<Stats> {
+        self.diff(Config::Requests, Config::Monitor, l, |s| s.server_ns)
     }
 
     /// (label, measured, met) rows for the Goals table.
     pub fn goals(&self, p: &Params) -> Vec<(String, String, Option<bool>)> {
         let mut rows = vec![];
-        let one = p.loads.first().copied().unwrap_or(1);
-        match self.family(one) {
-            Some(d) => rows.push((
+        match p.loads.first().and_then(|&l| Some((l, self.family(l)?))) {
+            Some((l, d)) => rows.push((
                 format!(
-                    "Requests family, per HTTP request (server CPU, {one} keep-alive connection{}): <= {GOAL_NS:.0} ns over monitor's other programs (Beyla publishes about 500 ns)",
-                    if one == 1 { "" } else { "s" }
+                    "Requests family, per HTTP request (server CPU; keep-alive connections: {}): <= {GOAL_NS:.0} ns over monitor's other programs (Beyla publishes about 500 ns)",
+                    l.label()
                 ),
                 format!("{:+.0} ns ({:+.0} .. {:+.0})", d.median, d.min, d.max),
                 Some(d.median <= GOAL_NS),
@@ -453,11 +499,12 @@ impl Requests {
                 None,
             )),
         }
-        for &c in p.loads.iter().skip(1) {
-            if let Some(d) = self.family(c) {
+        for &l in p.loads.iter().skip(1) {
+            if let Some(d) = self.family(l) {
                 rows.push((
                     format!(
-                        "Requests family, per HTTP request with {c} keep-alive connections (informational)"
+                        "Requests family, per HTTP request, keep-alive connections: {} (informational)",
+                        l.label()
                     ),
                     format!("{:+.0} ns ({:+.0} .. {:+.0})", d.median, d.min, d.max),
                     None,
@@ -516,8 +563,12 @@ impl Requests {
              the load is `workload http-load` in a separate process (not a target), one request outstanding per \
              connection. Each configuration (nothing attached; `monitor run --pid SERVER --programs syscalls,sched,faults`: \
              every family but requests; `monitor run --pid SERVER`, the default programs, requests among them) runs in a fresh server: attach and \
-             wait as in 1-3, {} warm-up requests, 300 ms, then closed-loop loads of {} requests on {} keep-alive \
-             connection(s), one after the other. Server CPU per request = growth of the server's summed \
+             wait as in 1-3, {} warm-up requests, 300 ms, then closed-loop loads of {} requests, one after the other, \
+             on {} keep-alive connection(s). The goal's load has the server and the client pinned to one CPU \
+             (sched_setaffinity, the server's threads only for that load): every request still takes the server \
+             through epoll_wait, a wakeup, read, write and two context switches, but its CPU never goes idle; \
+             unpinned, the server's vCPU halts while it waits and waking it swings the server's CPU per request by \
+             several µs from round to round (the one-connection rows below show it), more than the goal. Server CPU per request = growth of the server's summed \
              `/proc/PID/task/*/schedstat` run time over the load / requests; client ns per request = the load's wall \
              time / requests. {} rounds, order reversed on every other round; \"added\" figures are medians over rounds \
              of the same-round difference (min .. max shown); the family's figure is (default programs) - (every \
@@ -534,9 +585,9 @@ impl Requests {
             p.requests,
             p.loads
                 .iter()
-                .map(|c| c.to_string())
+                .map(|l| l.label())
                 .collect::<Vec<_>>()
-                .join(" and "),
+                .join("; "),
             p.rounds,
             num(p.rate),
             p.rate_connections,
@@ -562,14 +613,15 @@ impl Requests {
             "| configuration | connections | server CPU ns per request, median | min - max | ns added vs nothing, median | added min .. max | client ns per request, median | client ns added |\n\
              |---|---|---|---|---|---|---|---|\n",
         );
-        for &connections in &p.loads {
+        for &l in &p.loads {
             for config in Config::ALL {
-                match self.cell(config, connections) {
+                match self.cell(config, l) {
                     Some(c) => {
                         let _ = writeln!(
                             s,
-                            "| {} | {connections} | {} | {} - {} | {:+.0} | {:+.0} .. {:+.0} | {} | {:+.0} |",
+                            "| {} | {} | {} | {} - {} | {:+.0} | {:+.0} .. {:+.0} | {} | {:+.0} |",
                             config.label(),
+                            l.label(),
                             num(c.server.median),
                             num(c.server.min),
                             num(c.server.max),
@@ -582,7 +634,7 @@ impl Requests {
                     }
                     None => {
                         let _ =
-                            writeln!(s, "| {} | {connections} | n/a | | | | | |", config.label());
+                            writeln!(s, "| {} | {} | n/a | | | | | |", config.label(), l.label());
                     }
                 }
             }
@@ -590,11 +642,12 @@ impl Requests {
         let family: Vec<String> = p
             .loads
             .iter()
-            .filter_map(|&c| {
-                let d = self.family(c)?;
-                let client = self.diff(Config::Requests, Config::Monitor, c, |s| s.client_ns)?;
+            .filter_map(|&l| {
+                let d = self.family(l)?;
+                let client = self.diff(Config::Requests, Config::Monitor, l, |s| s.client_ns)?;
                 Some(format!(
-                    "{c} connection(s): **{:+.0} ns** of server CPU ({:+.0} .. {:+.0}), {:+.0} ns of client wall time",
+                    "{} connection(s): **{:+.0} ns** of server CPU ({:+.0} .. {:+.0}), {:+.0} ns of client wall time",
+                    l.label(),
                     d.median, d.min, d.max, client.median
                 ))
             })

@@ -239,6 +239,50 @@ pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// The CPUs a thread may run on: `Some(cpu)` pins it there, `None` lets it run anywhere.
+fn affinity(cpu: Option<usize>) -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let cpus = match cpu {
+        Some(c) => c..c + 1,
+        None => 0..libc::CPU_SETSIZE as usize,
+    };
+    for c in cpus {
+        // SAFETY: `c < CPU_SETSIZE`, so the bit lies inside the set.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
+}
+
+/// Pins every thread of `pid` to `cpu` (`None`: every CPU again).
+pub fn set_affinity(pid: u32, cpu: Option<usize>) -> anyhow::Result<()> {
+    let set = affinity(cpu);
+    for entry in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: libc::pid_t = entry?.file_name().to_string_lossy().parse()?;
+        // SAFETY: `set` is a valid, correctly sized cpu_set_t.
+        if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("setting the CPU affinity of thread {tid} of {pid}"));
+        }
+    }
+    Ok(())
+}
+
+/// Makes `cmd`'s process start pinned to `cpu`.
+pub fn pin_command(cmd: &mut Command, cpu: usize) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    let set = affinity(Some(cpu));
+    // SAFETY: sched_setaffinity is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let statm = fs::read_to_string(format!("/proc/{pid}/statm"))?;
     let pages: u64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;

@@ -73,18 +73,17 @@ pub fn start(
             let mut last_drain = Instant::now();
             loop {
                 let mut drained = 0;
-                loop {
+                let due = loop {
                     let Ok(mut t) = tracker.lock() else { return };
                     let n = events.drain(BATCH, |record| t.record(record));
                     drained += n;
                     if n < BATCH {
-                        break;
+                        break if t.follows_nothing() {
+                            IDLE_TICK_PERIOD
+                        } else {
+                            TICK_PERIOD
+                        };
                     }
-                }
-                let due = match tracker.lock() {
-                    Ok(t) if t.follows_nothing() => IDLE_TICK_PERIOD,
-                    Ok(_) => TICK_PERIOD,
-                    Err(_) => return,
                 };
                 if last_tick.elapsed() >= due {
                     last_tick = Instant::now();
@@ -170,17 +169,21 @@ fn wait(stop: &UnixStream, ring: Option<&RequestEvents>, timeout: Duration) -> W
         events: libc::POLLIN,
         revents: 0,
     };
-    let mut fds = [poll_fd(stop.as_fd()), poll_fd(stop.as_fd())];
-    let n = match ring {
-        Some(r) => {
-            fds[1] = poll_fd(r.fd());
-            2
-        }
-        None => 1,
-    };
+    // Without a ring the second entry's negative fd makes poll skip it.
+    let mut fds = [
+        poll_fd(stop.as_fd()),
+        libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        },
+    ];
+    if let Some(r) = ring {
+        fds[1] = poll_fd(r.fd());
+    }
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `n` valid pollfds that outlive the call.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
+    // SAFETY: two valid pollfds that outlive the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
     if ready < 0 {
         // EINTR: as a timeout; the loop comes back.
         return Woke::Timeout;
@@ -189,7 +192,7 @@ fn wait(stop: &UnixStream, ring: Option<&RequestEvents>, timeout: Duration) -> W
     if fds[0].revents != 0 {
         return Woke::Stop;
     }
-    if n == 2 && fds[1].revents & libc::POLLIN != 0 {
+    if fds[1].revents & libc::POLLIN != 0 {
         Woke::Ready
     } else {
         Woke::Timeout
