@@ -35,6 +35,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// `[requests]`: routes of the requests family.
     pub requests: RequestsConfig,
+    /// `[history]`: the embedded store of every sample.
+    pub history: HistoryConfig,
     /// `[[rule]]` as written; checked by alerts::rules::parse_rules, which names lines and keys.
     #[serde(rename = "rule")]
     rule_tables: Vec<toml::Value>,
@@ -128,9 +130,55 @@ impl Default for Config {
             notify: NotifyOptions::default(),
             notifiers: Vec::new(),
             requests: RequestsConfig::default(),
+            history: HistoryConfig::default(),
             rule_tables: Vec::new(),
             rules: with_defaults(Vec::new()),
         }
+    }
+}
+
+/// `[history]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    /// The store's file; `history.db` in `[alerting] state_dir` when not given.
+    pub path: Option<PathBuf>,
+    /// How long raw samples (at the sampling cadence) are kept.
+    #[serde(with = "humantime_serde")]
+    pub raw_retention: Duration,
+    /// How long the per-minute aggregates are kept.
+    #[serde(with = "humantime_serde")]
+    pub minute_retention: Duration,
+    /// How long the per-hour aggregates are kept.
+    #[serde(with = "humantime_serde")]
+    pub hour_retention: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            raw_retention: 14 * DAY,
+            minute_retention: 90 * DAY,
+            hour_retention: 730 * DAY,
+        }
+    }
+}
+
+/// The shortest retention of any tier: less keeps nothing a report could use.
+const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// The longest: a century, far past any disk.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Config {
+    /// The history store's file.
+    pub fn history_path(&self) -> PathBuf {
+        self.history
+            .path
+            .clone()
+            .unwrap_or_else(|| self.alerting.state_dir.join("history.db"))
     }
 }
 
@@ -246,6 +294,24 @@ impl Config {
                 Duration::ZERO,
                 MAX_MIN_FIRING,
             ),
+            (
+                "history.raw_retention",
+                self.history.raw_retention,
+                MIN_RETENTION,
+                MAX_RETENTION,
+            ),
+            (
+                "history.minute_retention",
+                self.history.minute_retention,
+                MIN_RETENTION,
+                MAX_RETENTION,
+            ),
+            (
+                "history.hour_retention",
+                self.history.hour_retention,
+                MIN_RETENTION,
+                MAX_RETENTION,
+            ),
         ] {
             let shown = humantime::format_duration;
             if d < min {
@@ -269,6 +335,34 @@ impl Config {
                     self.window.peak, c.cpu_memory
                 ),
             ));
+        }
+        let h = &self.history;
+        for (key, shorter, longer, longer_key) in [
+            (
+                "history.raw_retention",
+                h.raw_retention,
+                h.minute_retention,
+                "history.minute_retention",
+            ),
+            (
+                "history.minute_retention",
+                h.minute_retention,
+                h.hour_retention,
+                "history.hour_retention",
+            ),
+        ] {
+            // Each tier is made from the finer one: a coarser tier kept for less would lose
+            // what it summarises before the finer one does.
+            if shorter > longer {
+                return Err(check.error(
+                    key,
+                    format!(
+                        "{key} = {} is longer than {longer_key} = {}",
+                        humantime::format_duration(shorter),
+                        humantime::format_duration(longer)
+                    ),
+                ));
+            }
         }
         let kept = self.alerting.events_kept;
         if !(1..=MAX_EVENTS_KEPT).contains(&kept) {
@@ -303,6 +397,8 @@ struct KeySpans {
     window: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     alerting: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    history: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 impl<'a> Checker<'a> {
@@ -322,6 +418,7 @@ impl<'a> Checker<'a> {
             "cadence" => &self.spans.cadence,
             "window" => &self.spans.window,
             "alerting" => &self.spans.alerting,
+            "history" => &self.spans.history,
             _ => return None,
         };
         let offset = table.get(key)?.span().start.min(self.text.len());
@@ -362,6 +459,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.cadence.cpu_memory, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn history_defaults_and_bad_retentions_name_their_line() {
+        let c = Config::parse("[alerting]\nstate_dir = \"/s\"\n").unwrap();
+        assert!(c.history.enabled);
+        assert_eq!(c.history_path(), PathBuf::from("/s/history.db"));
+        assert_eq!(c.history.raw_retention, 14 * DAY);
+        let c = Config::parse("[history]\npath = \"/h.db\"\nenabled = false\n").unwrap();
+        assert_eq!(
+            (c.history_path(), c.history.enabled),
+            (PathBuf::from("/h.db"), false)
+        );
+        let e = Config::parse("[history]\n\nraw_retention = \"100d\"\n").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains(":3:")
+                && msg.contains("history.raw_retention")
+                && msg.contains("minute_retention"),
+            "{msg}"
+        );
+        let e = Config::parse("[history]\nhour_retention = \"1m\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains(":2:"), "{e:#}");
+        let e = Config::parse("[history]\nretention = \"1d\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("retention"), "{e:#}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ const STAGES: &[(&str, &[&str])] = &[
     ("alerts", &["collect", "requests", "model"]),
     ("notify", &["collect", "requests", "model", "alerts"]),
     ("serve", &["collect", "requests", "model", "alerts"]),
+    ("store", &["collect", "requests", "model"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,5 +1,5 @@
 //! `monitor`: an eBPF-assisted profiler and resource monitor for one application.
-// The stages, in data-flow order collect -> model -> alerts -> notify, serve; each imports only
+// The stages, in data-flow order collect -> model -> alerts, serve, store -> notify; each imports only
 // the ones upstream of it (layout_tests.rs, README "How it works").
 mod alerts;
 mod collect;
@@ -7,6 +7,7 @@ mod model;
 mod notify;
 mod requests;
 mod serve;
+mod store;
 // Read by every stage; the commands wire the stages together.
 mod commands;
 mod config;
@@ -40,6 +41,7 @@ fn main() -> std::process::ExitCode {
             commands::rules::export(config.as_deref(), &target)
         }
         cli::Command::Events { listen, json } => commands::events::run(listen, json),
+        cli::Command::History(cmd) => commands::history::run(cmd),
         cli::Command::NotifyTest(args) => {
             commands::notify_test::run(&args.config, &args.outbox, &args.alert_json, args.timeout)
         }

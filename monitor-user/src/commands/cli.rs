@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The history store: import and export OpenMetrics text, show its size.
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// Send the alerts of a JSON file through the configured notifiers and wait until they are
     /// delivered (exit 0) or the timeout passes (exit 2). For the integration tests.
     #[command(hide = true)]
@@ -63,6 +66,64 @@ pub enum RulesCommand {
         #[arg(long, default_value = "app")]
         target: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Load OpenMetrics text with timestamps (what `promtool tsdb create-blocks-from
+    /// openmetrics` reads; every sample with a `target` label) into the store, in one
+    /// transaction: a malformed file is refused whole, naming its line, and changes nothing.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Write the stored raw samples as OpenMetrics text with timestamps to standard output.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this target's series.
+        #[arg(long)]
+        target: Option<String>,
+        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z; default: the first sample).
+        #[arg(long, value_parser = rfc3339_ms)]
+        from: Option<i64>,
+        /// Up to (not including) this time (default: the last sample).
+        #[arg(long, value_parser = rfc3339_ms)]
+        to: Option<i64>,
+    },
+    /// Print the store's series, samples and bytes per tier.
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Check the store: SQLite's integrity check, every chunk decodes, and every aggregate
+    /// equals a recomputation from the raw samples it summarises. Exit 1 when anything is wrong.
+    Check {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store a history command reads: `--store`, else the config's `[history] path`.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store's file (default: `[history] path` of --config, or history.db in its state_dir).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// The daemon's TOML configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn rfc3339_ms(arg: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(arg)
+        .map_err(|e| format!("{arg:?} is not an RFC 3339 time: {e}"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{arg} is before 1970"))
 }
 
 #[derive(Debug, Args)]

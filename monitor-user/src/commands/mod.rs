@@ -6,6 +6,7 @@ pub mod check;
 pub mod check_config;
 pub mod cli;
 pub mod events;
+pub mod history;
 pub mod notify_test;
 pub mod rules;
 pub mod run;

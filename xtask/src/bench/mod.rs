@@ -10,11 +10,14 @@
 //!      and pidstat.
 //! 6.   The requests family: CPU per request of a minimal keep-alive HTTP server with and without
 //!      it; the daemon's CPU at 5,000 requests/s and its RSS with 10 and 10,000 connections.
+//! 7.   The history store: bytes per sample next to Prometheus blocks of the same history, and
+//!      the import rate.
 //!
 //! A peer that fails (bpftrace cannot attach, no process-exporter) shows as "n/a (reason)"; a
 //! failure of monitor itself aborts the run. Every child is killed and reaped on every path.
 mod accuracy;
 mod footprint;
+mod history;
 mod overhead;
 mod requests;
 mod tracers;
@@ -37,6 +40,8 @@ use util::{Scratch, cpus};
 pub enum Only {
     /// Section 6: the requests family.
     Requests,
+    /// Section 7: the history store.
+    History,
 }
 
 pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
@@ -52,6 +57,17 @@ pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     let started = Instant::now();
     let scratch = Scratch::new()?;
     let rq = requests::Params::new(quick);
+    let hp = history::Params::new(quick);
+    if let Some(Only::History) = only {
+        let h = history::measure(&scratch, &hp)?;
+        println!(
+            "## Goals\n\n{}\n## Method\n\n{}\n## Results\n\n{}",
+            goal_table(h.goals()),
+            h.method(&hp),
+            h.table()
+        );
+        return Ok(());
+    }
     if let Some(Only::Requests) = only {
         let r = requests::measure(&scratch, &rq)?;
         eprintln!(
@@ -98,11 +114,13 @@ pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     let accuracy = accuracy::measure(&scratch, quick)?;
     let t = section("accuracy", t);
     let requests = requests::measure(&scratch, &rq)?;
-    section("requests", t);
+    let t = section("requests", t);
+    let history = history::measure(&scratch, &hp)?;
+    section("history", t);
     let took = started.elapsed();
 
     let report = report(
-        quick, &op, &fp, &rq, &overhead, &footprint, &accuracy, &requests, took,
+        quick, &op, &fp, &rq, &hp, &overhead, &footprint, &accuracy, &requests, &history, took,
     );
     std::fs::write(workspace_root().join("BENCHMARKS.md"), &report)
         .context("writing BENCHMARKS.md")?;
@@ -131,10 +149,12 @@ fn report(
     op: &overhead::Params,
     fp: &footprint::Params,
     rq: &requests::Params,
+    hp: &history::Params,
     o: &overhead::Overhead,
     f: &[footprint::Row],
     a: &accuracy::Accuracy,
     r: &requests::Requests,
+    h: &history::History,
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -156,6 +176,7 @@ fn report(
     s.push_str("## Goals\n\n");
     let mut rows = goals(o, f, a);
     rows.extend(r.goals(rq));
+    rows.extend(h.goals());
     s.push_str(&goal_table(rows));
     s.push_str("\n## Method\n\n");
     let _ = writeln!(
@@ -190,8 +211,9 @@ fn report(
          out of the timings), reading run_time_ns/run_cnt of the programs each tracer holds (its bpf-prog fds, names \
          from `bpftool -j prog show`). Runs include every process's events while the tracer was attached (raw \
          tracepoints run for all callers).\n\
-         - **Footprint (4).** The workload is started first, then `monitor run --pid` (no config: default cadences, \
-         5 s for CPU/memory/kernel counters) and `prometheus-process-exporter -procnames {}` (the bench runs every \
+         - **Footprint (4).** The workload is started first, then `monitor run --pid` (default cadences, \
+         5 s for CPU/memory/kernel counters; its config only puts its state directory, the history store it keeps \
+         by default among it, in the bench's scratch) and `prometheus-process-exporter -procnames {}` (the bench runs every \
          workload through a symlink with that name, so the exporter matches only them); 2 s settle, then a window of \
          {} s for the one-target low-rate case and {} s for the others. Both are scraped every 5 s during the window, \
          as Prometheus would. CPU = growth of the summed `/proc/PID/task/*/schedstat` run time over the window / wall \
@@ -200,7 +222,7 @@ fn report(
          `/metrics` over one keep-alive connection (ureq) give p50/p99/max.\n\
          - **Accuracy (5).** For each workload: (a) `monitor stat --json -- workload ARGS` against that run's own report \
          (getrusage self + children, schedstat-based `oncpu_truth_ns`, its work counts); fd counts are the difference \
-         from a zero-work run of the same mode (start-up opens cancel). (b) `strace -f`, twice, and `monitor stat` on a smaller run of the \
+         from a zero-work run of the same mode (start-up opens cancel). (b) `strace -f` and `monitor stat`, twice each, on a smaller run of the \
          same command: per-syscall counts. (c) one `workload serve` watched at once by `monitor \
          run` (100 ms cadences, counters read when two reads 250 ms apart agree; with --quick only for spin, files and fork), process-exporter (started first, so it \
          sees the process start) and `pidstat -u -r -w -p PID 1` (sum of the one-second rates); the zero-work variant \
@@ -226,11 +248,13 @@ fn report(
     // Into the same list as the bullets above.
     s.pop();
     s.push_str(&r.method(rq));
+    s.push_str(&h.method(hp));
     s.push_str("\n## Results\n\n");
     s.push_str(&o.tables(op));
     s.push_str(&footprint::table(f));
     s.push_str(&a.table());
     s.push_str(&r.table(rq));
+    s.push_str(&h.table());
     s
 }
 

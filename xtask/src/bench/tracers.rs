@@ -50,11 +50,19 @@ impl Monitor {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log)?);
-        if let Some(text) = config {
-            let path = scratch.path(&format!("monitor-{port}.toml"));
-            fs::write(&path, text)?;
-            cmd.arg("--config").arg(path);
+        // Its state (alert outbox, the history store, which is on) in the scratch directory,
+        // not the host's /var/lib/monitor.
+        let mut text = config.unwrap_or("").to_owned();
+        if !text.contains("[alerting]") {
+            let state = scratch.path(&format!("monitor-{port}-state"));
+            text.push_str(&format!(
+                "\n[alerting]\nstate_dir = \"{}\"\n",
+                state.display()
+            ));
         }
+        let path = scratch.path(&format!("monitor-{port}.toml"));
+        fs::write(&path, text)?;
+        cmd.arg("--config").arg(path);
         let mut proc = Proc::spawn(&mut cmd, "monitor")?;
         let agent = agent();
         let url = format!("http://127.0.0.1:{port}/metrics");

@@ -1,6 +1,7 @@
 //! `monitor run`: the sampling loop (a plain thread, the synchronous core) and the tokio shell
 //! around it (HTTP, kernel log records, signals).
 pub mod alerting;
+mod history;
 mod limits_watch;
 mod openapi_loader;
 pub mod privileges;
@@ -28,6 +29,10 @@ use crate::{
     serve::events::EventLog,
     serve::exporter::Exporter,
     serve::http,
+    store::{
+        db::Retention,
+        writer::{Writer, WriterMetrics},
+    },
 };
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -63,6 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ebpf_on,
         !args.no_seed_names,
     )?);
+    let history = start_history(&config, &exporter)?;
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
     let request_events = collector.probes_mut().and_then(|p| p.requests.take());
     let tracker = match &request_events {
@@ -136,8 +142,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     // Whatever ends the sampler (a panic included) must end the daemon: /metrics
                     // would otherwise serve the last values as if they were current.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        sample_loop(collector, &exporter, &config, alerting, &stop_rx)
+                        sample_loop(
+                            collector,
+                            &exporter,
+                            &config,
+                            alerting,
+                            history.as_ref(),
+                            &stop_rx,
+                        )
                     }));
+                    // What the writer holds is written before the daemon exits.
+                    if let Some(h) = history {
+                        h.finish();
+                    }
                     let why = match outcome {
                         Ok(()) => "it returned".to_owned(),
                         Err(panic) => format!("it panicked: {}", panic_message(&panic)),
@@ -177,6 +194,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         outcome.map(|()| ExitCode::SUCCESS)
     })
+}
+
+/// The history writer, unless `[history] enabled = false`.
+fn start_history(config: &Config, exporter: &Exporter) -> anyhow::Result<Option<Writer>> {
+    let h = &config.history;
+    if !h.enabled {
+        info!("[history] enabled = false: no history is kept");
+        return Ok(None);
+    }
+    let path = config.history_path();
+    info!(store = %path.display(), "keeping history");
+    let metrics =
+        WriterMetrics::new(exporter.registry()).context("registering the history series")?;
+    Ok(Some(Writer::start(
+        path,
+        Retention {
+            raw: h.raw_retention,
+            minute: h.minute_retention,
+            hour: h.hour_retention,
+        },
+        metrics,
+    )?))
 }
 
 /// Drops the capabilities not needed after attaching, while the daemon has one thread.
@@ -242,6 +281,7 @@ fn sample_loop(
     exporter: &Exporter,
     config: &Config,
     mut alerting: Alerting,
+    writer: Option<&Writer>,
     stop: &mpsc::Receiver<()>,
 ) {
     let c = &config.cadence;
@@ -298,7 +338,8 @@ fn sample_loop(
             }
             match collector.sample(due) {
                 Ok(s) => {
-                    exporter.sampled_at(std::time::SystemTime::now());
+                    let at = std::time::SystemTime::now();
+                    exporter.sampled_at(at);
                     if s.up != was_up {
                         if s.up {
                             info!("target is up ({} processes)", s.processes);
@@ -311,6 +352,11 @@ fn sample_loop(
                     exporter.update(&model);
                     if due_now[1] {
                         alerting.on_sample(&model, exporter);
+                        // At the CPU/memory cadence: a regular series compresses best, and the
+                        // slower readings repeat their last value in between.
+                        if let Some(w) = writer {
+                            w.send(history::batch(exporter.registry(), at));
+                        }
                     }
                 }
                 Err(e) => {
