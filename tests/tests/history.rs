@@ -95,37 +95,46 @@ fn the_daemon_records_what_the_kernel_accounted() {
     check(&store);
 }
 
-/// Two series of 20,000 samples each, written as monitor exports them, with values whose text
+/// Two series of `n` samples each, written as monitor exports them, with values whose text
 /// must survive exactly (fractions, large and tiny numbers, NaN, infinities, -0).
 fn synthetic(start_ms: i64, n: i64) -> String {
+    synthetic_for(&["api"], start_ms, n)
+}
+
+/// The same two series for each target.
+fn synthetic_for(targets: &[&str], start_ms: i64, n: i64) -> String {
     let mut s = String::new();
     s.push_str("# TYPE app_cpu_usage_percent gauge\n");
-    for i in 0..n {
-        let v = match i % 7 {
-            0 => "NaN".to_string(),
-            1 => "+Inf".to_string(),
-            2 => "-0".to_string(),
-            3 => format!("{}", 1e-300 * i as f64),
-            _ => format!("{}", (i as f64 * 0.37).sin() * 100.0),
-        };
-        let t = start_ms + i * 5000;
-        let _ = writeln!(
-            s,
-            "app_cpu_usage_percent{{target=\"api\"}} {v} {}.{:03}",
-            t / 1000,
-            t % 1000
-        );
+    for target in targets {
+        for i in 0..n {
+            let v = match i % 7 {
+                0 => "NaN".to_string(),
+                1 => "+Inf".to_string(),
+                2 => "-0".to_string(),
+                3 => format!("{}", 1e-300 * i as f64),
+                _ => format!("{}", (i as f64 * 0.37).sin() * 100.0),
+            };
+            let t = start_ms + i * 5000;
+            let _ = writeln!(
+                s,
+                "app_cpu_usage_percent{{target=\"{target}\"}} {v} {}.{:03}",
+                t / 1000,
+                t % 1000
+            );
+        }
     }
     s.push_str("# TYPE app_syscalls counter\n");
-    for i in 0..n {
-        let t = start_ms + i * 5000 + 7;
-        let _ = writeln!(
-            s,
-            "app_syscalls_total{{target=\"api\",syscall=\"read\\\"x\\\\\"}} {} {}.{:03}",
-            i * 1000 + i % 3,
-            t / 1000,
-            t % 1000
-        );
+    for target in targets {
+        for i in 0..n {
+            let t = start_ms + i * 5000 + 7;
+            let _ = writeln!(
+                s,
+                "app_syscalls_total{{target=\"{target}\",syscall=\"read\\\"x\\\\\"}} {} {}.{:03}",
+                i * 1000 + i % 3,
+                t / 1000,
+                t % 1000
+            );
+        }
     }
     s.push_str("# EOF\n");
     s
@@ -185,7 +194,11 @@ fn imported_history_past_the_raw_window_keeps_its_aggregates() {
         "import",
     );
     let back = ok(&history(&["export"], &store), "export");
-    assert_eq!(back, "# EOF\n", "raw samples past 14 days are not kept");
+    assert!(
+        back == "# EOF\n",
+        "raw samples past 14 days are kept: {} bytes",
+        back.len()
+    );
     let stats = ok(&history(&["stats"], &store), "stats");
     assert!(stats.contains("raw: 0 chunks"), "{stats}");
     // 120 minutes for each of the two series.
@@ -193,40 +206,69 @@ fn imported_history_past_the_raw_window_keeps_its_aggregates() {
     assert!(stats.contains("hour: 2 chunks, 4 rows"), "{stats}");
 }
 
+/// A child killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn kill_9_during_an_import_and_during_daemon_writes_leaves_a_store_that_checks() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("h.db");
-    // A million samples: the import writes chunks and their aggregates for seconds.
-    let text = synthetic(now_ms() - 500_000 * 5000, 500_000);
+    // A million samples of two targets, the older half past the raw window: the import writes
+    // raw chunks, aggregates, and expires. A test hook stops it inside its transaction before
+    // its last series, seven written (more than SQLite's page cache holds: pages of the open
+    // transaction are in the WAL); kill -9 there.
+    let text = synthetic_for(
+        &["api", "web", "db", "mq"],
+        now_ms() - 125_000 * 5000,
+        125_000,
+    );
     let file = dir.path().join("big.om");
     std::fs::write(&file, &text).unwrap();
-    let mut import = Command::new(monitor_bin())
-        .args(["history", "import", file.to_str().unwrap(), "--store"])
-        .arg(&store)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Into the write: the parse of 40 MB takes a while first; kill when the WAL grows.
-    let wal = PathBuf::from(format!("{}-wal", store.display()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while wal.metadata().map(|m| m.len()).unwrap_or(0) < 1 << 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the import never started writing"
-        );
-        assert!(
-            import.try_wait().unwrap().is_none(),
-            "the import ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let mut import = KillOnDrop(
+        Command::new(monitor_bin())
+            .args(["history", "import", file.to_str().unwrap(), "--store"])
+            .arg(&store)
+            .env("MONITOR_TEST_IMPORT_PAUSE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(import.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("paused inside the import's transaction") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the import ended without reaching its pause");
     }
-    import.kill().unwrap();
-    import.wait().unwrap();
+    let wal = PathBuf::from(format!("{}-wal", store.display()));
+    let written = wal.metadata().map(|m| m.len()).unwrap_or(0);
+    assert!(
+        written > 256 << 10,
+        "the paused import had written {written} bytes to the WAL"
+    );
+    import.0.kill().unwrap();
+    import.0.wait().unwrap();
     check(&store);
     let after = ok(&history(&["export"], &store), "export");
-    assert_eq!(after, "# EOF\n", "a killed import leaves nothing behind");
+    assert!(
+        after == "# EOF\n",
+        "a killed import left {} bytes of samples behind",
+        after.len()
+    );
+    let stats = ok(&history(&["stats"], &store), "stats");
+    assert!(
+        stats.contains(": 0 series") && stats.contains("minute: 0 chunks"),
+        "{stats}"
+    );
 
     // The daemon at its fastest cadence, killed while it writes: what it committed is there.
     let mut w = Workload::start(&workload_bin(), &["spin", "--millis", "100"]);

@@ -56,6 +56,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Set: an import stops for ten minutes inside its transaction before its last series (saying
+/// so on stderr), so a test can kill it there: a test hook.
+const IMPORT_PAUSE_ENV: &str = "MONITOR_TEST_IMPORT_PAUSE";
+
 fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut text = String::new();
@@ -79,9 +83,14 @@ fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> 
     let (path, retention) = resolve(args)?;
     let (mut store, _) = Store::open(&path)?;
     let samples: usize = parsed.iter().map(|s| s.samples.len()).sum();
+    let pause = std::env::var_os(IMPORT_PAUSE_ENV).is_some();
     store
         .transaction(|tx| {
-            for s in &parsed {
+            for (i, s) in parsed.iter().enumerate() {
+                if pause && i + 1 == parsed.len() {
+                    eprintln!("{IMPORT_PAUSE_ENV}: paused inside the import's transaction");
+                    std::thread::sleep(std::time::Duration::from_secs(600));
+                }
                 let id = tx.series_id(&s.key, s.kind)?;
                 tx.import(id, &s.samples)
                     .with_context(|| format!("importing {}", s.key.exposition()))?;

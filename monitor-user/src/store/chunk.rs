@@ -33,6 +33,16 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// Equal to the bit: NaN sums and values compare equal to themselves (PartialEq says no).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.t_ms == other.t_ms
+            && self.count == other.count
+            && [self.sum, self.min, self.max, self.last]
+                .iter()
+                .zip([other.sum, other.min, other.max, other.last])
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
     /// The aggregate of one sample.
     pub fn of(step_start: i64, s: Sample) -> Self {
         Self {

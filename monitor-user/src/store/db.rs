@@ -127,8 +127,19 @@ impl Store {
     }
 
     fn open_checked(path: &Path) -> Result<Self, OpenError> {
+        if !path.exists() {
+            // Made private before SQLite writes a byte; its WAL and shared-memory files take
+            // the database's mode.
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(state_file::FILE_MODE)
+                .open(path)
+                .map_err(|e| OpenError::Other(e.into()))?;
+        }
         let conn = Connection::open(path).map_err(OpenError::classify)?;
-        // A file created by SQLite gets the umask's mode: make it (and its journal) private.
+        // One made before (by an older monitor, or by hand) may be open to others.
         for p in [
             path.to_path_buf(),
             suffixed(path, "-wal"),
@@ -334,7 +345,9 @@ impl Store {
                 let hours = chunk::coarsen(&minutes, HOUR_MS);
                 for (tier, expected) in [(Tier::Minute, minutes), (Tier::Hour, hours)] {
                     match self.aggregates(id, tier, start, end) {
-                        Ok(stored) if stored == expected => {}
+                        Ok(stored)
+                            if stored.len() == expected.len()
+                                && stored.iter().zip(&expected).all(|(a, b)| a.same_as(b)) => {}
                         Ok(stored) => problems.push(format!(
                             "{name}: {tier:?} aggregates of the raw window at {start} ms differ from a recomputation ({} stored, {} recomputed)",
                             stored.len(),

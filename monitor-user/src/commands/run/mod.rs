@@ -68,7 +68,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ebpf_on,
         !args.no_seed_names,
     )?);
-    let history = start_history(&config, &exporter)?;
     let logger = collector.probes_mut().and_then(|p| p.logger.take());
     let request_events = collector.probes_mut().and_then(|p| p.requests.take());
     let tracker = match &request_events {
@@ -77,6 +76,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Capabilities are per thread: dropped while the daemon has one, before the reader starts.
     drop_privileges(&mut collector);
+    // Started after the drop: its thread must not keep what the others gave up.
+    let history = start_history(&config, &exporter)?;
     // Dropping the sender's end is the reader's stop: it polls the other end with the ring.
     let (requests_stop_tx, requests_stop_rx) =
         std::os::unix::net::UnixStream::pair().context("making the requests reader's stop")?;
