@@ -155,17 +155,27 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSeries>, ParseError> {
                     f.seen_type = true;
                 }
                 "HELP" => {
+                    // The grammar puts a space before the text, even an empty one.
+                    let Some(value) = value else {
+                        return Err(err(format!(
+                            "# HELP {name} without a space before its text"
+                        )));
+                    };
                     if f.seen_help {
                         return Err(err(format!("a second # HELP for {name}")));
                     }
-                    unescape(value.unwrap_or("")).map_err(err)?;
+                    unescape(value).map_err(err)?;
                     f.seen_help = true;
                 }
                 "UNIT" => {
+                    let Some(unit) = value else {
+                        return Err(err(format!(
+                            "# UNIT {name} without a space before its unit"
+                        )));
+                    };
                     if f.seen_unit {
                         return Err(err(format!("a second # UNIT for {name}")));
                     }
-                    let unit = value.unwrap_or("");
                     if !unit
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
@@ -650,6 +660,8 @@ mod tests {
             ("m{target=\"t\"} 1 1\r\n# EOF\n", 1, "carriage return"),
             ("#comment\n# EOF\n", 1, "space after #"),
             ("# UNIT m_bytes seconds\n# EOF\n", 1, "unit"),
+            ("# HELP m\n# EOF\n", 1, "space before its text"),
+            ("# UNIT m_bytes\n# EOF\n", 1, "space before its unit"),
             ("m{target=\"t\"}  1 1\n# EOF\n", 1, "not a number"),
         ];
         assert!(parse(&format!("{ok}# EOF\n")).is_ok());
