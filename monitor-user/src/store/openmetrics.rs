@@ -44,6 +44,20 @@ struct Family {
     seen_sample: bool,
 }
 
+impl Family {
+    /// A family as its first line names it: of type unknown until a `# TYPE` says otherwise.
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: Kind::Unknown,
+            seen_type: false,
+            seen_help: false,
+            seen_unit: false,
+            seen_sample: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
     Gauge,
@@ -129,14 +143,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSeries>, ParseError> {
                 if let Some(f) = family.take() {
                     families_done.insert(f.name);
                 }
-                family = Some(Family {
-                    name: name.to_owned(),
-                    kind: Kind::Unknown,
-                    seen_type: false,
-                    seen_help: false,
-                    seen_unit: false,
-                    seen_sample: false,
-                });
+                family = Some(Family::new(name));
             }
             let f = family.as_mut().expect("set above");
             if f.seen_sample {
@@ -207,14 +214,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSeries>, ParseError> {
             if let Some(f) = family.take() {
                 families_done.insert(f.name);
             }
-            family = Some(Family {
-                name: s.name.to_owned(),
-                kind: Kind::Unknown,
-                seen_type: false,
-                seen_help: false,
-                seen_unit: false,
-                seen_sample: false,
-            });
+            family = Some(Family::new(s.name));
         }
         let f = family.as_mut().expect("set above");
         f.seen_sample = true;

@@ -128,12 +128,10 @@ impl Writer {
         }
     }
 
-    /// Closes the queue and waits for the writer to write what it holds.
-    pub fn finish(mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+    /// Closes the queue and waits for the writer to write what it holds (as dropping does;
+    /// this names the wait where it happens).
+    pub fn finish(self) {
+        drop(self);
     }
 }
 
