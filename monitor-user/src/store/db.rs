@@ -193,6 +193,14 @@ impl Store {
         Ok(())
     }
 
+    /// Caps SQLite's page cache at `kib`: the daemon's writer touches a few pages a batch and
+    /// keeps its footprint; imports and reports keep SQLite's default (2 MiB).
+    pub fn set_cache_kib(&self, kib: u32) -> anyhow::Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))
+            .context("setting the history store's cache size")
+    }
+
     /// Runs `f` in one transaction: all of it is written, or none.
     pub fn transaction<T>(
         &mut self,

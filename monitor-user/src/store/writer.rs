@@ -44,6 +44,10 @@ pub struct Batch {
 const QUEUE_BATCHES: usize = 1024;
 /// Points held in memory while writes fail: past this the oldest go (about 10 MB).
 pub const MAX_PENDING_POINTS: usize = 100_000;
+/// SQLite's page cache for the writer: a batch touches the head's last pages and the series
+/// index; sealing a window reads and writes a few chunks. SQLite's default (2 MiB) fills as a
+/// long-running daemon seals windows, and would stay resident for nothing.
+const WRITER_CACHE_KIB: u32 = 256;
 /// How often closed windows are sealed and old chunks expired, at most.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 /// A raw window is sealed once it ended this long ago: samples of its last seconds may still be
@@ -216,6 +220,7 @@ impl WriterState {
     fn open(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
         if self.store.is_none() {
             let (store, _aside) = Store::open(path)?;
+            store.set_cache_kib(WRITER_CACHE_KIB)?;
             info!(store = %path.display(), "history store open");
             self.store = Some(store);
         }
