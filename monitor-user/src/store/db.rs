@@ -126,6 +126,15 @@ impl Store {
         }
     }
 
+    /// A connection to `path` without any check or schema: for tests that damage a store
+    /// under an open one.
+    #[cfg(test)]
+    pub fn open_unchecked_for_tests(path: &Path) -> Self {
+        Self {
+            conn: Connection::open(path).unwrap(),
+        }
+    }
+
     fn open_checked(path: &Path) -> Result<Self, OpenError> {
         if !path.exists() {
             // Made private before SQLite writes a byte; its WAL and shared-memory files take

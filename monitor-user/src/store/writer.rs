@@ -276,6 +276,11 @@ impl WriterState {
 
     fn failed(&mut self, path: &std::path::Path, m: &WriterMetrics, e: &anyhow::Error) {
         m.write_errors.inc();
+        if damaged(e) {
+            // Opened again with the next batch: the open's check moves the file aside (naming
+            // it) and starts a new store; the points waiting go there.
+            self.store = None;
+        }
         if !self.failing {
             warn!(
                 store = %path.display(),
@@ -319,5 +324,72 @@ impl WriterState {
             Ok(()) => self.sealed_until = boundary,
             Err(e) => self.failed(path, m, &e.context("sealing closed windows")),
         }
+    }
+}
+
+/// Whether SQLite said the store is damaged (not a database, or corrupt) anywhere in `e`.
+fn damaged(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|c| matches!(c, DatabaseCorrupt | NotADatabase))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_damaged_under_the_writer_is_moved_aside_and_writing_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let m = WriterMetrics::new(&Registry::new()).unwrap();
+        let mut state = WriterState {
+            store: None,
+            pending: VecDeque::new(),
+            pending_points: 0,
+            failing: false,
+            sealed_until: i64::MIN,
+            last_maintenance: None,
+        };
+        let batch = |t_ms| Batch {
+            t_ms,
+            points: vec![Point {
+                key: SeriesKey::new("api", "app_up", &[]),
+                kind: "gauge",
+                value: 1.0,
+            }],
+        };
+        state.push(batch(1000), &m);
+        state.write(&path, &m);
+        assert_eq!(m.points_written.get(), 1);
+        // Garbage over the whole file while the writer holds it open.
+        drop(state.store.take());
+        std::fs::write(&path, vec![0x55u8; 64 * 1024]).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("h.db-wal"));
+        let _ = std::fs::remove_file(dir.path().join("h.db-shm"));
+        state.store = Some(Store::open_unchecked_for_tests(&path));
+        state.push(batch(2000), &m);
+        state.write(&path, &m);
+        assert_eq!(
+            m.write_errors.get(),
+            1,
+            "the write to the damaged file fails"
+        );
+        assert!(state.store.is_none(), "the damaged store is let go");
+        state.write(&path, &m);
+        assert_eq!(
+            m.points_written.get(),
+            2,
+            "the next write goes to a new store"
+        );
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        assert!(aside, "the damaged file was moved aside");
     }
 }
