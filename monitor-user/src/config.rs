@@ -18,6 +18,7 @@ use crate::{
         spike::SpikeConfig,
     },
     notify::{NotifierConfig, NotifyOptions},
+    store::db::Retention,
 };
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -163,6 +164,17 @@ impl Default for HistoryConfig {
             raw_retention: 14 * DAY,
             minute_retention: 90 * DAY,
             hour_retention: 730 * DAY,
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// What each tier keeps.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            raw: self.raw_retention,
+            minute: self.minute_retention,
+            hour: self.hour_retention,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::{
     store::{
         db::{Retention, Store, Tier},
         openmetrics::{self, family_of, format_timestamp, format_value},
+        unix_ms,
     },
 };
 
@@ -37,23 +38,8 @@ fn resolve(args: &StoreArgs) -> anyhow::Result<(PathBuf, Retention)> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let h = &config.history;
     let path = args.store.clone().unwrap_or_else(|| config.history_path());
-    Ok((
-        path,
-        Retention {
-            raw: h.raw_retention,
-            minute: h.minute_retention,
-            hour: h.hour_retention,
-        },
-    ))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    Ok((path, config.history.retention()))
 }
 
 /// Set: an import stops for ten minutes inside its transaction before its last series (saying
@@ -97,7 +83,7 @@ fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> 
             }
             // Kept as if the daemon had recorded it: what is past the raw window stays only
             // as its aggregates.
-            tx.expire(now_ms(), &retention)?;
+            tx.expire(unix_ms(SystemTime::now()), &retention)?;
             Ok(())
         })
         .with_context(|| format!("importing into {} (nothing was written)", path.display()))?;

@@ -11,3 +11,12 @@ pub mod db;
 pub mod openmetrics;
 pub mod series;
 pub mod writer;
+
+use std::time::SystemTime;
+
+/// `t` as Unix milliseconds, the store's time (0 for a time before 1970).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -96,7 +96,7 @@ impl Kind {
 /// and a `target` label.
 pub fn parse(text: &str) -> Result<Vec<ParsedSeries>, ParseError> {
     let mut out: Vec<ParsedSeries> = Vec::new();
-    let mut index: HashMap<(String, SeriesKey), usize> = HashMap::new();
+    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
     let mut families_done: std::collections::HashSet<String> = Default::default();
     let mut family: Option<Family> = None;
     let mut eof = false;
@@ -241,16 +241,14 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSeries>, ParseError> {
             .ok_or_else(|| err(format!("sample {} has no target label", s.name)))?;
         let pairs: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let key = SeriesKey::new(target, s.name, &pairs);
-        let at = *index
-            .entry((f.name.clone(), key.clone()))
-            .or_insert_with(|| {
-                out.push(ParsedSeries {
-                    key,
-                    kind: kind.name(),
-                    samples: Vec::new(),
-                });
-                out.len() - 1
+        let at = *index.entry(key.clone()).or_insert_with(|| {
+            out.push(ParsedSeries {
+                key,
+                kind: kind.name(),
+                samples: Vec::new(),
             });
+            out.len() - 1
+        });
         let series = &mut out[at];
         if let Some(last) = series.samples.last()
             && last.t_ms >= t_ms

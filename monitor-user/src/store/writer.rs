@@ -148,13 +148,6 @@ impl Drop for Writer {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The writer thread: open, then write each batch as it comes, sealing and expiring now and then.
 fn run(
     path: &std::path::Path,
@@ -162,14 +155,7 @@ fn run(
     rx: &mpsc::Receiver<Batch>,
     m: &WriterMetrics,
 ) {
-    let mut state = WriterState {
-        store: None,
-        pending: VecDeque::new(),
-        pending_points: 0,
-        failing: false,
-        sealed_until: i64::MIN,
-        last_maintenance: None,
-    };
+    let mut state = WriterState::new();
     loop {
         let closed = match rx.recv_timeout(MAINTENANCE_EVERY) {
             Ok(batch) => {
@@ -204,6 +190,19 @@ struct WriterState {
 }
 
 impl WriterState {
+    /// Nothing open, pending or sealed yet: the first maintenance seals what an earlier run
+    /// left in the head.
+    fn new() -> Self {
+        Self {
+            store: None,
+            pending: VecDeque::new(),
+            pending_points: 0,
+            failing: false,
+            sealed_until: i64::MIN,
+            last_maintenance: None,
+        }
+    }
+
     fn push(&mut self, batch: Batch, m: &WriterMetrics) {
         self.pending_points += batch.points.len();
         self.pending.push_back(batch);
@@ -301,7 +300,7 @@ impl WriterState {
         m: &WriterMetrics,
         closing: bool,
     ) {
-        let now = now_ms();
+        let now = super::unix_ms(SystemTime::now());
         let boundary = window_start(Tier::Raw, now - SEAL_GRACE_MS);
         let due = self
             .last_maintenance
@@ -347,14 +346,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
         let m = WriterMetrics::new(&Registry::new()).unwrap();
-        let mut state = WriterState {
-            store: None,
-            pending: VecDeque::new(),
-            pending_points: 0,
-            failing: false,
-            sealed_until: i64::MIN,
-            last_maintenance: None,
-        };
+        let mut state = WriterState::new();
         let batch = |t_ms| Batch {
             t_ms,
             points: vec![Point {

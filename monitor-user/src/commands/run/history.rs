@@ -7,6 +7,7 @@ use prometheus::{Registry, proto::MetricType};
 
 use crate::store::{
     series::{SeriesKey, TARGET_LABEL},
+    unix_ms,
     writer::{Batch, Point},
 };
 
@@ -15,10 +16,7 @@ const PREFIX: &str = "app_";
 
 /// The registry's `app_*` gauges and counters now, taken at `at`.
 pub fn batch(registry: &Registry, at: SystemTime) -> Batch {
-    let t_ms = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let t_ms = unix_ms(at);
     let mut points = Vec::new();
     for family in registry.gather() {
         if !family.name().starts_with(PREFIX) {

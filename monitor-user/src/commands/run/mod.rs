@@ -29,10 +29,7 @@ use crate::{
     serve::events::EventLog,
     serve::exporter::Exporter,
     serve::http,
-    store::{
-        db::Retention,
-        writer::{Writer, WriterMetrics},
-    },
+    store::writer::{Writer, WriterMetrics},
 };
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -208,15 +205,7 @@ fn start_history(config: &Config, exporter: &Exporter) -> anyhow::Result<Option<
     info!(store = %path.display(), "keeping history");
     let metrics =
         WriterMetrics::new(exporter.registry()).context("registering the history series")?;
-    Ok(Some(Writer::start(
-        path,
-        Retention {
-            raw: h.raw_retention,
-            minute: h.minute_retention,
-            hour: h.hour_retention,
-        },
-        metrics,
-    )?))
+    Ok(Some(Writer::start(path, h.retention(), metrics)?))
 }
 
 /// Drops the capabilities not needed after attaching, while the daemon has one thread.
