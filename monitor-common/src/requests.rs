@@ -149,12 +149,16 @@ pub struct RunningSlice {
     /// The incoming thread's se.sum_exec_runtime at the switch-in (0 for a thread that has
     /// never run).
     pub oncpu_at_start_ns: u64,
+    /// The incoming thread's task_struct address: a reader whose current task is not this one
+    /// is reading another thread's slice (it was preempted and moved to another CPU inside its
+    /// program, which kernels with faultable syscall tracepoints allow) and must not use it.
+    pub task: u64,
     /// Syscalls a target thread made in this slice (counted at their exit).
     pub syscalls: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RunningSlice>() == 24);
+const _: () = assert!(core::mem::size_of::<RunningSlice>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -88,16 +88,18 @@ pub fn requests_in_sys_exit() -> bool {
     unsafe { core::ptr::read_volatile(&REQUESTS_IN_SYS_EXIT) != 0 }
 }
 
-/// A switch on this CPU: a new slice begins now, of a thread that has run `next_oncpu_ns` so
-/// far. Returns the syscalls the slice that ends made (a target thread's, or 0).
+/// A switch on this CPU: a new slice begins now, of the thread whose task is `next_task` and
+/// has run `next_oncpu_ns` so far. Returns the syscalls the slice that ends made (a target
+/// thread's, or 0).
 #[inline(always)]
-pub fn begin_slice(now_ns: u64, next_oncpu_ns: u64) -> u64 {
+pub fn begin_slice(now_ns: u64, next_task: u64, next_oncpu_ns: u64) -> u64 {
     match RUNNING_SLICES.get_ptr_mut(0) {
         // SAFETY: per-CPU value; sched_switch does not nest with sys_exit on one CPU.
         Some(r) => unsafe {
             let ended = (*r).syscalls;
             (*r).since_ns = now_ns;
             (*r).oncpu_at_start_ns = next_oncpu_ns;
+            (*r).task = next_task;
             (*r).syscalls = 0;
             u64::from(ended)
         },

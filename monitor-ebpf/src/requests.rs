@@ -24,8 +24,8 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
     },
     macros::{map, raw_tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -294,11 +294,14 @@ fn switched_out_syscalls(tid: u32, tgid: u32) -> u32 {
 /// user space reads as unknown, before the first switch this CPU's sched_switch saw.
 #[inline(always)]
 fn running_progress(tid: u32, tgid: u32, now: u64) -> (u64, u32) {
-    let (since, at_start, in_slice) = match RUNNING_SLICES.get(0) {
-        Some(r) => (r.since_ns, r.oncpu_at_start_ns, r.syscalls),
-        None => (0, 0, 0),
+    let (since, at_start, in_slice, task) = match RUNNING_SLICES.get(0) {
+        Some(r) => (r.since_ns, r.oncpu_at_start_ns, r.syscalls, r.task),
+        None => (0, 0, 0, 0),
     };
-    if since == 0 || now < since {
+    // Another thread's slice (see RunningSlice::task): seen on 6.18 as totals of host threads
+    // (2.7 s, 51.8 s) in a target thread's events, a few times a minute under load.
+    // SAFETY: plain helper call.
+    if since == 0 || now < since || task != unsafe { bpf_get_current_task() } {
         return (0, 0);
     }
     // A thread in its very first nanosecond would say 0, the wire's "unknown": 1 ns off instead.

@@ -67,7 +67,7 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
         // miscompile, as in final_switch_out; not pinned down).
         let next_oncpu = task_oncpu_ns(next).unwrap_or(0);
         // SAFETY: plain helper call.
-        begin_slice(unsafe { bpf_ktime_get_ns() }, next_oncpu)
+        begin_slice(unsafe { bpf_ktime_get_ns() }, next as u64, next_oncpu)
     } else {
         0
     };

@@ -38,6 +38,9 @@ struct App {
     child: Child,
     port: u16,
     stats: tempfile::TempDir,
+    /// Each thread's last on-CPU total seen: a thread that exits (anyio ends workers idle for
+    /// 10 s) keeps counting with what it had, so the tree's total never goes back.
+    threads_oncpu: std::cell::RefCell<BTreeMap<u32, u64>>,
 }
 
 impl App {
@@ -88,7 +91,12 @@ impl App {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting the FastAPI server");
-        let app = Self { child, port, stats };
+        let app = Self {
+            child,
+            port,
+            stats,
+            threads_oncpu: Default::default(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -117,23 +125,26 @@ impl App {
         pids
     }
 
-    /// On-CPU seconds of every thread of the tree, as the scheduler accounts them.
+    /// On-CPU seconds of every thread of the tree, as the scheduler accounts them, those that
+    /// exited included.
     fn oncpu_s(&self) -> f64 {
-        let mut ns = 0u64;
+        let mut seen = self.threads_oncpu.borrow_mut();
         for pid in self.pids() {
             let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
                 continue;
             };
             for t in tasks.flatten() {
+                let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
                 let s = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
+                    let last = seen.entry(tid).or_insert(0);
+                    *last = (*last).max(ns);
+                }
             }
         }
-        ns as f64 / 1e9
+        seen.values().sum::<u64>() as f64 / 1e9
     }
 
     /// (count, work seconds) per "METHOD /template", summed over the workers' files.

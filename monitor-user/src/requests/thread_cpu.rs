@@ -79,10 +79,10 @@ impl ThreadCpu {
             return Work::default();
         };
         let work = match self.last {
-            // Far behind, or ahead by more than the wall time since: not this thread's progress
-            // (a total from a glitch, seen as 20 s booked at once in the FastAPI tests, cause
-            // not pinned down). Start counting afresh from here rather than book it, or stay
-            // stuck behind it.
+            // Far behind, or ahead by more than the wall time since: not this thread's progress.
+            // The kernel sent another thread's totals this way on 6.18 until its slice record
+            // named its task (RunningSlice::task); kept as a net: start counting afresh from
+            // here rather than book it, or stay stuck behind it.
             Some(last) if implausible(last, self.last_known_ns, now, ts_ns) => {
                 self.last = Some(now);
                 self.last_known_ns = ts_ns;

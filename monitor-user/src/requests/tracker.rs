@@ -16,6 +16,12 @@
 //!   is that request's until it is handed another one. A thread is idle when the request it was
 //!   handed has been answered (or it never had one), so the wakeups of a busy pool (the GIL
 //!   passed between workers) hand nothing.
+//! - A pool thread (handed requests, never reading any) can take its next job before it sleeps:
+//!   the job is queued while it returns to its queue, and no wakeup is seen. When such a thread
+//!   wakes someone (the GIL, its result) while the request it was handed has been answered, it
+//!   is running that unseen job: it takes the oldest request of its process that has been
+//!   neither handed on nor answered, with its CPU since its last event. A pool thread's CPU is
+//!   booked at each of its wakeups, so its previous job keeps what it ran.
 //! - Explicit tags (`monitor:begin NAME` ... `monitor:end`, written by the application to fd
 //!   -1) open a span on the writing thread: its CPU is the span's until the span ends, whatever
 //!   requests the thread touches meanwhile. `monitor:route TEMPLATE` announces a template.
@@ -92,6 +98,9 @@ struct Thread {
     answered: Owner,
     /// Tagged work open on this thread, innermost last, with when each began.
     spans: Vec<(Route, u64)>,
+    /// Whether the thread ever read a request line (an event loop, a thread per connection),
+    /// as opposed to a pool thread that only runs what it is handed.
+    reads: bool,
 }
 
 impl Thread {
@@ -186,9 +195,12 @@ impl Tracker {
                 tid,
                 wakee,
                 ts_ns,
+                progress,
                 wakee_progress,
-                ..
-            } => self.wake(tgid, tid, wakee, ts_ns, wakee_progress),
+            } => {
+                self.pool_thread_wakes(tgid, tid, ts_ns, progress);
+                self.wake(tgid, tid, wakee, ts_ns, wakee_progress);
+            }
         }
     }
 
@@ -288,6 +300,7 @@ impl Tracker {
         });
         th.checkpoint(targets, slot, io.ts_ns, io.progress, owner);
         if let Some((id, route, _)) = new.last() {
+            th.reads = true;
             th.ctx = Some((*id, route.clone()));
             th.fresh.extend(new.iter().map(|(id, _, _)| *id));
             if th.fresh.len() > 64 {
@@ -423,6 +436,49 @@ impl Tracker {
         };
         if !understood {
             self.bad_tags += 1;
+        }
+    }
+
+    /// Thread `tid` woke someone: if it is a pool thread, its CPU so far is booked to the job it
+    /// runs, which is the oldest request nobody took when the one it was handed is answered.
+    fn pool_thread_wakes(&mut self, tgid: u32, tid: u32, ts_ns: u64, progress: Option<Progress>) {
+        let Some(p) = self.processes.get_mut(&tgid) else {
+            return;
+        };
+        let handed_id = match p.threads.get(&tid) {
+            Some(th) if !th.reads => match &th.ctx {
+                Some((id, _)) => *id,
+                None => return,
+            },
+            _ => return,
+        };
+        let answered = p.live.get(&handed_id).is_none_or(|l| l.status.is_some());
+        let unseen_job = if answered {
+            let live = &p.live;
+            p.threads
+                .values()
+                .flat_map(|t| t.fresh.iter().copied())
+                .filter(|id| {
+                    live.get(id)
+                        .is_some_and(|l| !l.handed && l.status.is_none())
+                })
+                .min()
+        } else {
+            None
+        };
+        if let Some(id) = unseen_job
+            && let Some(l) = p.live.get_mut(&id)
+        {
+            l.handed = true;
+            let route = l.route.clone();
+            if let Some(th) = p.threads.get_mut(&tid) {
+                th.ctx = Some((id, route));
+            }
+        }
+        let slot = p.slot;
+        if let Some(th) = p.threads.get_mut(&tid) {
+            let owner = th.current_owner();
+            th.checkpoint(&mut self.targets, slot, ts_ns, progress, owner);
         }
     }
 
@@ -646,6 +702,18 @@ mod tests {
         });
     }
 
+    /// A wakeup whose waker's CPU total is `waker_oncpu`.
+    fn wake_by(t: &mut Tracker, tid: u32, waker_oncpu: u64, wakee: u32, ts: u64, wakee_oncpu: u64) {
+        t.event(Event::Wake {
+            tgid: P,
+            tid,
+            wakee,
+            ts_ns: ts,
+            progress: Progress::known(waker_oncpu, 0),
+            wakee_progress: Progress::known(wakee_oncpu, 0),
+        });
+    }
+
     /// A tick where no thread can be read from /proc.
     fn tick(t: &mut Tracker, now: u64) {
         t.tick(now, &mut |_, _| None);
@@ -806,6 +874,32 @@ mod tests {
         });
         assert_eq!(cpu(&t, "/b/{x}"), 500);
         assert_eq!(count(&t, "/a/{x}"), 1);
+    }
+
+    #[test]
+    fn a_job_a_pool_thread_took_without_a_wakeup_is_the_oldest_request_nobody_took() {
+        let mut t = tracker();
+        // The loop reads /b and hands it to the worker, which runs it (100 ns) and passes its
+        // result back to the loop.
+        read(&mut t, LOOP, 5, 100, 1000, b"GET /b/1 HTTP/1.1\r\n\r\n");
+        wake(&mut t, LOOP, WORKER, 150, 5000);
+        wake_by(&mut t, WORKER, 5100, LOOP, 300, 1000);
+        write(&mut t, LOOP, 5, 400, 1100, b"HTTP/1.1 200 OK\r\n");
+        // The loop reads /a and queues it while the worker has not gone back to sleep: the
+        // worker takes it with no wakeup, runs it (8000 ns) and wakes the loop with its result.
+        read(&mut t, LOOP, 5, 500, 1150, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        wake_by(&mut t, WORKER, 13_110, LOOP, 9000, 1200);
+        write(&mut t, LOOP, 5, 9100, 1300, b"HTTP/1.1 200 OK\r\n");
+        // /b: the worker's 100 and the loop's 100 + 50 around its response; /a: the worker's
+        // 8000 (and its 10 ns back to its queue), and the loop's 150.
+        assert_eq!(cpu(&t, "/b/{x}"), 250);
+        assert_eq!(cpu(&t, "/a/{x}"), 8160);
+        // The next request handed to the worker is that one, not /a again.
+        read(&mut t, LOOP, 5, 10_000, 1350, b"GET /b/2 HTTP/1.1\r\n\r\n");
+        wake(&mut t, LOOP, WORKER, 10_010, 13_200);
+        wake_by(&mut t, WORKER, 13_260, LOOP, 10_100, 1400);
+        assert_eq!(cpu(&t, "/a/{x}"), 8160 + 50 + 90);
+        assert_eq!(cpu(&t, "/b/{x}"), 250 + 60);
     }
 
     #[test]
