@@ -11,6 +11,7 @@ const STAGES: &[(&str, &[&str])] = &[
     ("notify", &["collect", "requests", "model", "alerts"]),
     ("serve", &["collect", "requests", "model", "alerts"]),
     ("store", &["collect", "requests", "model"]),
+    ("report", &["collect", "requests", "model", "store"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,6 +5,7 @@ mod alerts;
 mod collect;
 mod model;
 mod notify;
+mod report;
 mod requests;
 mod serve;
 mod store;
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
         }
         cli::Command::Events { listen, json } => commands::events::run(listen, json),
         cli::Command::History(cmd) => commands::history::run(cmd),
+        cli::Command::Report(args) => commands::report::run(&args),
         cli::Command::NotifyTest(args) => {
             commands::notify_test::run(&args.config, &args.outbox, &args.alert_json, args.timeout)
         }

@@ -26,6 +26,8 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "sysstat",
+    // The report's HTML page is rendered by a real headless browser in the tests.
+    "chromium",
     // vm-test: QEMU, the guest's busybox, the initramfs tools, and what building virtiofsd
     // (Debian 12 has no package of it) links against.
     "qemu-system-x86",

@@ -47,6 +47,9 @@ pub enum Command {
     /// The history store: import and export OpenMetrics text, show its size.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Trend analysis and capacity planning from the history: peak hours, CPU against load,
+    /// memory leaks, a forecast with 95 % intervals and the dates thresholds are reached.
+    Report(ReportArgs),
     /// Send the alerts of a JSON file through the configured notifiers and wait until they are
     /// delivered (exit 0) or the timeout passes (exit 2). For the integration tests.
     #[command(hide = true)]
@@ -104,6 +107,49 @@ pub enum HistoryCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The target (default: the only one in the history).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// From this time on (RFC 3339; default: 90 days before --to).
+    #[arg(long, value_parser = rfc3339_ms)]
+    pub from: Option<i64>,
+    /// Up to this time (RFC 3339; default: the target's last sample). The forecast starts at
+    /// the last sample in the range.
+    #[arg(long, value_parser = rfc3339_ms)]
+    pub to: Option<i64>,
+    /// The timezone of peak hours and dates (IANA name; default: the host's).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// The load signal CPU is compared with (a series name of the target; a counter is read as
+    /// its rate). Default: the target's request rate.
+    #[arg(long)]
+    pub load_metric: Option<String>,
+    /// How far the forecast goes.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub horizon: Duration,
+    /// The percentage whose crossing date the capacity section gives.
+    #[arg(long, default_value_t = 70.0)]
+    pub threshold: f64,
+    /// Print the report as JSON (README "Report" documents the fields).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report as one self-contained HTML file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Read the history from this Prometheus (its base URL; Thanos, Mimir and VictoriaMetrics
+    /// serve the same API) instead of the local store.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: label matchers that pick the monitor instance, such as
+    /// '{job="monitor",instance="db1:8001"}'.
+    #[arg(long, requires = "prometheus")]
+    pub selector: Option<String>,
 }
 
 /// Which store a history command reads: `--store`, else the config's `[history] path`.

@@ -151,7 +151,7 @@ fn export(
 }
 
 /// The store a read-only command looks at: it must exist (opening would create it).
-fn existing(args: &StoreArgs) -> anyhow::Result<(Store, PathBuf)> {
+pub fn existing(args: &StoreArgs) -> anyhow::Result<(Store, PathBuf)> {
     let (path, _) = resolve(args)?;
     if !path.exists() {
         anyhow::bail!("no history store at {}", path.display());

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod events;
 pub mod history;
 pub mod notify_test;
+pub mod report;
 pub mod rules;
 pub mod run;
 pub mod stat;

@@ -288,6 +288,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The time of a series' latest sample or step, whichever tier holds it; None when empty.
+    pub fn last_sample_ms(&self, series: i64) -> anyhow::Result<Option<i64>> {
+        let mut last: Option<i64> = self.conn.query_row(
+            "SELECT MAX(t_ms) FROM head WHERE series = ?1",
+            params![series],
+            |r| r.get(0),
+        )?;
+        for tier in [Tier::Raw, Tier::Minute, Tier::Hour] {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT data FROM chunk WHERE series = ?1 AND tier = ?2
+                 ORDER BY start_ms DESC LIMIT 1",
+            )?;
+            let blob: Option<Vec<u8>> = stmt
+                .query_row(params![series, tier as i64], |r| r.get(0))
+                .optional()?;
+            let Some(blob) = blob else { continue };
+            let t = match tier {
+                Tier::Raw => chunk::decode_samples(&blob)?.last().map(|s| s.t_ms),
+                _ => chunk::decode_aggregates(&blob)?.last().map(|a| a.t_ms),
+            };
+            last = last.max(t);
+        }
+        Ok(last)
+    }
+
     /// (start, blob) of the chunks of `tier` that overlap [from, to).
     fn chunks(
         &self,

@@ -34,6 +34,8 @@ impl Params {
 const GOAL_BYTES_PER_SAMPLE: f64 = 4.0;
 /// The goal: a million samples imported in at most this many seconds.
 const GOAL_IMPORT_SECS_PER_MILLION: f64 = 10.0;
+/// The goal: a report over 90 days of one-minute history in at most this many seconds.
+const GOAL_REPORT_SECS: f64 = 5.0;
 
 pub struct History {
     pub series: usize,
@@ -52,6 +54,9 @@ pub struct History {
     pub prometheus_bytes_per_sample: Option<f64>,
     pub promtool_secs: Option<f64>,
     pub promtool_note: Option<String>,
+    /// `monitor report` over 90 days of one-minute history of one target: its samples and time.
+    pub report_samples: usize,
+    pub report_secs: f64,
 }
 
 /// A small deterministic generator (xorshift): the history is the same in every run.
@@ -428,6 +433,7 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<History> {
         Err(e) => (None, None, Some(format!("promtool not run: {e}"))),
     };
     let _ = fs::remove_file(&file);
+    let (report_samples, report_secs) = time_report(scratch)?;
     Ok(History {
         series,
         samples,
@@ -441,7 +447,96 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<History> {
         prometheus_bytes_per_sample,
         promtool_secs,
         promtool_note,
+        report_samples,
+        report_secs,
     })
+}
+
+/// Imports 90 days of one-minute history of the series a report reads (CPU %, memory % and MB,
+/// the request counter of 4 routes) ending now, and times `monitor report --json` over it.
+fn time_report(scratch: &Scratch) -> anyhow::Result<(usize, f64)> {
+    const MINUTE_MS: u64 = 60_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        / MINUTE_MS
+        * MINUTE_MS;
+    let n = 90 * 1440;
+    let start = now - n * MINUTE_MS;
+    let mut rng = Rng(0x5eed_7e57);
+    let mut text = String::new();
+    let mut samples = 0;
+    let mut gauge = |text: &mut String, name: &str, f: &mut dyn FnMut(u64) -> f64| {
+        let _ = writeln!(text, "# TYPE {name} gauge");
+        for i in 0..n {
+            let t = start + i * MINUTE_MS;
+            let _ = writeln!(
+                text,
+                "{name}{{target=\"api\"}} {:.3} {}.{:03}",
+                f(i),
+                t / 1000,
+                t % 1000
+            );
+        }
+        samples += n as usize;
+    };
+    let day = |i: u64| (2.0 * std::f64::consts::PI * (i % 1440) as f64 / 1440.0).sin();
+    gauge(&mut text, "app_cpu_usage_percent", &mut |i| {
+        30.0 + 20.0 * day(i) + 3.0 * rng.next()
+    });
+    gauge(&mut text, "app_memory_usage_percent", &mut |i| {
+        40.0 + i as f64 / 5000.0 + 2.0 * day(i)
+    });
+    gauge(&mut text, "app_memory_usage_mb", &mut |i| {
+        400.0 + (i % 30) as f64 * 3.0 + i as f64 / 1440.0
+    });
+    let _ = writeln!(text, "# TYPE app_requests counter");
+    for route in ["/a", "/b", "/c", "/d"] {
+        let mut count = 0.0;
+        for i in 0..n {
+            let t = start + i * MINUTE_MS;
+            count += (3000.0 + 2000.0 * day(i)).round();
+            let _ = writeln!(
+                text,
+                "app_requests_total{{target=\"api\",method=\"GET\",route=\"{route}\",status=\"200\"}} {count} {}.{:03}",
+                t / 1000,
+                t % 1000
+            );
+        }
+        samples += n as usize;
+    }
+    text.push_str("# EOF\n");
+    let file = scratch.path("report-history.om");
+    fs::write(&file, &text)?;
+    drop(text);
+    let store = scratch.path("report-bench.db");
+    let out = Command::new(&scratch.monitor)
+        .args(["history", "import"])
+        .arg(&file)
+        .arg("--store")
+        .arg(&store)
+        .output()?;
+    let _ = fs::remove_file(&file);
+    if !out.status.success() {
+        bail!(
+            "monitor history import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let t = Instant::now();
+    let out = Command::new(&scratch.monitor)
+        .args(["report", "--json", "--timezone", "UTC", "--store"])
+        .arg(&store)
+        .output()
+        .context("running monitor report")?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "monitor report failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((samples, secs))
 }
 
 impl History {
@@ -466,6 +561,15 @@ impl History {
                 format!("{per_million:.2} s per million"),
                 Some(per_million <= GOAL_IMPORT_SECS_PER_MILLION),
             ),
+            (
+                format!("Report: 90 days of one-minute history in <= {GOAL_REPORT_SECS} s"),
+                format!(
+                    "{:.2} s ({} samples)",
+                    self.report_secs,
+                    num(self.report_samples as f64)
+                ),
+                Some(self.report_secs <= GOAL_REPORT_SECS),
+            ),
         ]
     }
 
@@ -479,7 +583,9 @@ impl History {
              ({:.0} MiB). `monitor history import` loads it into a new store (timed, parse included); its size is the \
              store's file plus WAL after the import, per raw sample (it holds the minute and hour aggregates too). \
              `promtool tsdb create-blocks-from openmetrics` turns the same file into Prometheus blocks, whose \
-             directory size (chunks and index) per sample is shown next to it.\n",
+             directory size (chunks and index) per sample is shown next to it. The report row imports 90 days \
+             of one-minute history of one target (CPU %, memory % and MB, 4 routes' request counters) ending now \
+             and times `monitor report --json` over it (read, peaks, load correlation, leak, both forecasts).\n",
             p.days,
             p.cadence.as_secs(),
             self.series,
