@@ -1,6 +1,7 @@
 //! `monitor run`: the sampling loop (a plain thread, the synchronous core) and the tokio shell
 //! around it (HTTP, kernel log records, signals).
 pub mod alerting;
+mod code_pages;
 mod history;
 mod limits_watch;
 mod openapi_loader;
@@ -14,7 +15,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::alerting::Alerting;
 use self::limits_watch::LimitsWatch;
@@ -129,6 +130,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             alerting.watch_requests(tracker);
         }
         info!(%listen, target_name = %name, ebpf = ebpf_on, "serving /metrics");
+        // Startup is over (programs attached, the store opened and checked): its code out of RSS.
+        match code_pages::trim() {
+            Ok(bytes) => debug!(bytes, "startup code pages unmapped"),
+            Err(e) => debug!(error = %e, "startup code pages not unmapped"),
+        }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
         let sampler = {
