@@ -1,6 +1,6 @@
 //! `monitor history import | export | stats`: the store as OpenMetrics text, and its size.
 use std::{
-    io::{BufWriter, Read as _, Write as _},
+    io::{BufWriter, IsTerminal as _, Read as _, Write as _},
     path::PathBuf,
     process::ExitCode,
     time::{Instant, SystemTime},
@@ -58,6 +58,12 @@ fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> 
             .and_then(|mut f| f.read_to_string(&mut text))
             .with_context(|| format!("reading {}", file.display()))?;
     }
+    // On a terminal, a bar: parsing, then the series written.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner().with_message("parsing");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
     // The whole file is checked before the store is touched.
     let parsed = openmetrics::parse(&text).with_context(|| {
         format!(
@@ -70,7 +76,15 @@ fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> 
     let (mut store, _) = Store::open(&path)?;
     let samples: usize = parsed.iter().map(|s| s.samples.len()).sum();
     let pause = std::env::var_os(IMPORT_PAUSE_ENV).is_some();
-    store
+    if let Some(bar) = &bar {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} series")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_length(parsed.len() as u64);
+        bar.set_message("importing");
+    }
+    let result = store
         .transaction(|tx| {
             for (i, s) in parsed.iter().enumerate() {
                 if pause && i + 1 == parsed.len() {
@@ -80,13 +94,20 @@ fn import(args: &StoreArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> 
                 let id = tx.series_id(&s.key, s.kind)?;
                 tx.import(id, &s.samples)
                     .with_context(|| format!("importing {}", s.key.exposition()))?;
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
             }
             // Kept as if the daemon had recorded it: what is past the raw window stays only
             // as its aggregates.
             tx.expire(unix_ms(SystemTime::now()), &retention)?;
             Ok(())
         })
-        .with_context(|| format!("importing into {} (nothing was written)", path.display()))?;
+        .with_context(|| format!("importing into {} (nothing was written)", path.display()));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result?;
     eprintln!(
         "imported {samples} samples of {} series into {} in {:.1} s",
         parsed.len(),
