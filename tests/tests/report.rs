@@ -826,3 +826,66 @@ document.getElementById('f').onload = () => {
     let _ = std::fs::copy(&shot, &keep);
     eprintln!("screenshot: {} ({size} bytes)", keep.display());
 }
+
+#[test]
+fn memory_percent_counts_from_the_last_change_of_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("history.db");
+    let now = now_hour();
+    let start = now - 30 * DAY;
+    let change = start + 20 * DAY;
+    // RSS grows 10 MB a day from 300 MB; the limit is 1 GiB, then 4 GiB from day 20.
+    let mut rng = Rng(21);
+    let (mut percent, mut limit) = (Vec::new(), Vec::new());
+    let mut t = start;
+    while t < now {
+        let mb = 300.0 + 10.0 * (t - start) as f64 / DAY as f64 + rng.normal();
+        let limit_mb = if t < change { 1024.0 } else { 4096.0 };
+        percent.push((t, 100.0 * mb / limit_mb));
+        limit.push((t, limit_mb * 1_048_576.0));
+        t += 10 * MINUTE;
+    }
+    import(
+        &store,
+        &[
+            Series {
+                name: "app_memory_usage_percent",
+                kind: "gauge",
+                target: "api",
+                labels: "",
+                samples: percent,
+            },
+            Series {
+                name: "app_memory_limit_bytes",
+                kind: "gauge",
+                target: "api",
+                labels: ",source=\"cgroup\"",
+                samples: limit,
+            },
+        ],
+    );
+    let r = report(&store, &["--timezone", "UTC", "--horizon", "30d"]);
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("the memory limit changed at"), "{notes}");
+    // From the change on: 12.7 % growing 0.244 % a day, so 70 % is far past the horizon; the
+    // whole history would have read the drop from 78 % as the trend.
+    let first = r["forecast"]["memory_percent"][0]["mean"].as_f64().unwrap();
+    let truth = 100.0 * (300.0 + 10.0 * 30.0) / 4096.0;
+    assert!(
+        (first - truth).abs() < 0.5,
+        "forecast starts at {first}, truth {truth}"
+    );
+    let last = r["forecast"]["memory_percent"][30 * 24 - 1]["mean"]
+        .as_f64()
+        .unwrap();
+    let truth_last = 100.0 * (300.0 + 10.0 * 60.0) / 4096.0;
+    assert!(
+        (last - truth_last).abs() < 1.5,
+        "forecast ends at {last}, truth {truth_last}"
+    );
+    assert!(
+        r["capacity"]["memory_percent"]["date"].is_null(),
+        "{}",
+        r["capacity"]
+    );
+}
