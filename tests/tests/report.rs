@@ -81,36 +81,51 @@ fn openmetrics(series: &[Series]) -> String {
     out
 }
 
-fn import(store: &Path, series: &[Series]) {
-    let file = store.with_extension(format!("import-{}.om", series.len()));
-    std::fs::write(&file, openmetrics(series)).unwrap();
-    let out = Command::new(monitor_bin())
-        .args(["history", "import", "--store"])
-        .arg(store)
-        .arg(&file)
-        .output()
-        .unwrap();
+/// `monitor ARGS`, which must succeed.
+fn monitor_ok(args: &[&std::ffi::OsStr]) -> Output {
+    let out = Command::new(monitor_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "import failed: {}",
+        "monitor {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::remove_file(file).unwrap();
+    out
 }
 
-fn report(store: &Path, args: &[&str]) -> Value {
-    let out: Output = Command::new(monitor_bin())
-        .args(["report", "--json", "--store"])
+/// `monitor report --store STORE ARGS`, which must fail.
+fn report_fails(store: &Path, args: &[&str]) -> Output {
+    let out = Command::new(monitor_bin())
+        .args(["report", "--store"])
         .arg(store)
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "monitor report {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the report's JSON")
+    assert_eq!(out.status.code(), Some(2), "monitor report {args:?}");
+    out
+}
+
+fn import(store: &Path, series: &[Series]) {
+    let file = store.with_extension(format!("import-{}.om", series.len()));
+    std::fs::write(&file, openmetrics(series)).unwrap();
+    monitor_ok(&[
+        "history".as_ref(),
+        "import".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        file.as_os_str(),
+    ]);
+    std::fs::remove_file(file).unwrap();
+}
+
+fn report(store: &Path, args: &[&str]) -> Value {
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
+        "report".as_ref(),
+        "--json".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ];
+    argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    serde_json::from_slice(&monitor_ok(&argv).stdout).expect("the report's JSON")
 }
 
 /// Now, on the hour: imported history ends here, so the store keeps it under its retention.
@@ -532,20 +547,9 @@ fn sections_without_data_are_null_and_short_history_uses_a_simpler_model() {
         "{notes}"
     );
     // An unknown timezone and a target that is not there are clear errors.
-    let out = Command::new(monitor_bin())
-        .args(["report", "--store"])
-        .arg(&store)
-        .args(["--timezone", "Mars/Olympus"])
-        .output()
-        .unwrap();
+    let out = report_fails(&store, &["--timezone", "Mars/Olympus"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown timezone \"Mars/Olympus\""));
-    let out = Command::new(monitor_bin())
-        .args(["report", "--store"])
-        .arg(&store)
-        .args(["--target", "nobody"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = report_fails(&store, &["--target", "nobody"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no history of target \"nobody\""));
 }
 
@@ -730,18 +734,15 @@ fn the_html_report_draws_its_charts_in_chromium() {
     });
     import(&store, &history);
     let page = dir.path().join("report.html");
-    let out = Command::new(monitor_bin())
-        .args(["report", "--timezone", "Europe/Berlin", "--store"])
-        .arg(&store)
-        .arg("--out")
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    monitor_ok(&[
+        "report".as_ref(),
+        "--timezone".as_ref(),
+        "Europe/Berlin".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        page.as_os_str(),
+    ]);
     let html = std::fs::read_to_string(&page).unwrap();
     for external in ["http://", "https://", "<script", "<link", "@import", "url("] {
         assert!(

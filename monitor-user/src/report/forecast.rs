@@ -145,17 +145,7 @@ mod tests {
         };
         let steps = Steps(
             (0..hours)
-                .map(|h| {
-                    let v = value(h);
-                    Step {
-                        t_ms: h as i64 * HOUR_MS,
-                        span_ms: HOUR_MS,
-                        mean: v,
-                        min: v,
-                        max: v,
-                        last: v,
-                    }
-                })
+                .map(|h| Step::flat(h as i64 * HOUR_MS, HOUR_MS, value(h)))
                 .collect(),
         );
         let f = forecast(&steps, 0, hours as i64 * HOUR_MS, 48)

@@ -22,6 +22,20 @@ pub struct Step {
     pub last: f64,
 }
 
+impl Step {
+    /// A step whose samples all read `value` (one sample, or a rate over the step).
+    pub fn flat(t_ms: i64, span_ms: i64, value: f64) -> Self {
+        Self {
+            t_ms,
+            span_ms,
+            mean: value,
+            min: value,
+            max: value,
+            last: value,
+        }
+    }
+}
+
 /// A series' steps in time order, one per start time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Steps(pub Vec<Step>);
@@ -109,14 +123,11 @@ pub fn counter_rate(counter: &Steps, max_gap_ms: i64) -> Steps {
         } else {
             b.last
         };
-        let rate = increase / (dt as f64 / 1000.0);
-        out.push(Step {
-            mean: rate,
-            min: rate,
-            max: rate,
-            last: rate,
-            ..b
-        });
+        out.push(Step::flat(
+            b.t_ms,
+            b.span_ms,
+            increase / (dt as f64 / 1000.0),
+        ));
     }
     Steps(out)
 }
@@ -160,14 +171,7 @@ mod tests {
     use super::*;
 
     fn step(t_ms: i64, v: f64) -> Step {
-        Step {
-            t_ms,
-            span_ms: MINUTE_MS,
-            mean: v,
-            min: v,
-            max: v,
-            last: v,
-        }
+        Step::flat(t_ms, MINUTE_MS, v)
     }
 
     #[test]

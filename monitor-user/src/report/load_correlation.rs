@@ -130,14 +130,7 @@ mod tests {
             values
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| Step {
-                    t_ms: i as i64 * MINUTE_MS,
-                    span_ms: MINUTE_MS,
-                    mean: v,
-                    min: v,
-                    max: v,
-                    last: v,
-                })
+                .map(|(i, &v)| Step::flat(i as i64 * MINUTE_MS, MINUTE_MS, v))
                 .collect(),
         )
     }

@@ -117,17 +117,7 @@ mod tests {
     fn minutes(f: impl Fn(i64) -> f64, days: i64) -> Steps {
         Steps(
             (0..days * 1440)
-                .map(|m| {
-                    let v = f(m);
-                    Step {
-                        t_ms: m * MINUTE_MS,
-                        span_ms: MINUTE_MS,
-                        mean: v,
-                        min: v,
-                        max: v,
-                        last: v,
-                    }
-                })
+                .map(|m| Step::flat(m * MINUTE_MS, MINUTE_MS, f(m)))
                 .collect(),
         )
     }

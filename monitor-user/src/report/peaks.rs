@@ -105,15 +105,7 @@ mod tests {
                         .timestamp_millis_opt(t)
                         .unwrap()
                         .with_timezone(&tz);
-                    let v = if local.hour() == 14 { 90.0 } else { 10.0 };
-                    Step {
-                        t_ms: t,
-                        span_ms: HOUR_MS,
-                        mean: v,
-                        min: v,
-                        max: v,
-                        last: v,
-                    }
+                    Step::flat(t, HOUR_MS, if local.hour() == 14 { 90.0 } else { 10.0 })
                 })
                 .collect(),
         );
