@@ -128,6 +128,13 @@ fn report(store: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&monitor_ok(&argv).stdout).expect("the report's JSON")
 }
 
+/// A directory for a test and the path of the store in it.
+fn new_store() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("history.db");
+    (dir, store)
+}
+
 /// Now, on the hour: imported history ends here, so the store keeps it under its retention.
 fn now_hour() -> i64 {
     let now = std::time::SystemTime::now()
@@ -161,8 +168,7 @@ fn parse_day(date: &str) -> i64 {
 
 #[test]
 fn the_70_percent_date_the_forecast_and_peak_hours_are_right() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (_dir, store) = new_store();
     let now = now_hour();
     let start = now - 90 * DAY;
     let end = now + 30 * DAY;
@@ -392,8 +398,7 @@ fn load_history(now: i64) -> Vec<Series> {
 
 #[test]
 fn cpu_follows_load_three_minutes_late_and_a_nightly_job_is_not_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (_dir, store) = new_store();
     import(&store, &load_history(now_hour()));
     let r = report(&store, &["--timezone", "Europe/Berlin"]);
     let c = &r["load_correlation"];
@@ -445,8 +450,7 @@ fn memory_mb(start: i64, days: i64, leak: f64, restarts: &[i64], seed: u64) -> V
 
 #[test]
 fn a_leak_is_measured_and_a_sawtooth_with_restarts_is_none_even_in_dirty_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (_dir, store) = new_store();
     let now = now_hour();
     let start = now - 30 * DAY;
     let leaky = memory_mb(start, 30, 8.0, &[12, 23], 3);
@@ -495,8 +499,7 @@ fn a_leak_is_measured_and_a_sawtooth_with_restarts_is_none_even_in_dirty_history
 
 #[test]
 fn sections_without_data_are_null_and_short_history_uses_a_simpler_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (_dir, store) = new_store();
     let now = now_hour();
     let start = now - 5 * DAY;
     let mut rng = Rng(5);
@@ -621,8 +624,7 @@ fn close(a: &Value, b: &Value, tolerance: f64, what: &str) {
 
 #[test]
 fn the_same_history_in_prometheus_gives_the_same_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (dir, store) = new_store();
     let now = now_hour();
     let mut history = load_history(now);
     let start = now - 14 * DAY;
@@ -712,8 +714,7 @@ fn the_same_history_in_prometheus_gives_the_same_report() {
 /// and measures each chart's drawn shapes with the browser's own layout (getBBox).
 #[test]
 fn the_html_report_draws_its_charts_in_chromium() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (dir, store) = new_store();
     let now = now_hour();
     let mut history = load_history(now);
     history.push(Series {
@@ -830,8 +831,7 @@ document.getElementById('f').onload = () => {
 
 #[test]
 fn memory_percent_counts_from_the_last_change_of_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("history.db");
+    let (_dir, store) = new_store();
     let now = now_hour();
     let start = now - 30 * DAY;
     let change = start + 20 * DAY;
