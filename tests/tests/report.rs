@@ -361,11 +361,16 @@ fn load_history(now: i64) -> Vec<Series> {
         })
         .collect();
     let (mut requests, mut cpu) = (Vec::new(), Vec::new());
+    let (mut quote_cpu, mut health_cpu) = (Vec::new(), Vec::new());
     let mut count = 0.0;
     for (i, r) in rate.iter().enumerate() {
         let t = start + i as i64 * MINUTE;
         count += (r * 60.0).round();
         requests.push((t, count));
+        // Each request of the route costs 4 ms of CPU, the health checks 0.2 ms each, one per
+        // 20 requests: shares 4 / 4.01 and 0.01 / 4.01.
+        quote_cpu.push((t, 0.004 * count));
+        health_cpu.push((t, 0.0002 * (count / 20.0).floor()));
         let local = chrono::Utc
             .timestamp_millis_opt(t)
             .unwrap()
@@ -379,6 +384,20 @@ fn load_history(now: i64) -> Vec<Series> {
         cpu.push((t, 5.0 + driven + batch + 0.5 * rng.normal()));
     }
     vec![
+        Series {
+            name: "app_request_cpu_seconds_total",
+            kind: "counter",
+            target: "api",
+            labels: ",method=\"GET\",route=\"/api/quote\"",
+            samples: quote_cpu,
+        },
+        Series {
+            name: "app_request_cpu_seconds_total",
+            kind: "counter",
+            target: "api",
+            labels: ",method=\"GET\",route=\"/health\"",
+            samples: health_cpu,
+        },
         Series {
             name: "app_requests_total",
             kind: "counter",
@@ -419,6 +438,18 @@ fn cpu_follows_load_three_minutes_late_and_a_nightly_job_is_not_load() {
         ],
     );
     assert_eq!(named["load_correlation"]["lag_seconds"], 180);
+    let routes = r["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["route"], "/api/quote");
+    let share = routes[0]["share"].as_f64().unwrap();
+    assert!((share - 4.0 / 4.01).abs() < 0.001, "{}", r["routes"]);
+    assert!(
+        r["recommendations"]
+            .to_string()
+            .contains("GET /api/quote takes 100 %"),
+        "{}",
+        r["recommendations"]
+    );
     assert!(
         r["recommendations"]
             .as_array()
@@ -691,6 +722,20 @@ fn the_same_history_in_prometheus_gives_the_same_report() {
         1e-6,
         "cpu_per_load",
     );
+    let (lr, rr) = (
+        local["routes"].as_array().unwrap(),
+        remote["routes"].as_array().unwrap(),
+    );
+    assert_eq!(lr.len(), rr.len(), "routes");
+    for (a, b) in lr.iter().zip(rr) {
+        assert_eq!(a["route"], b["route"]);
+        close(
+            &a["cpu_seconds"],
+            &b["cpu_seconds"],
+            1e-9,
+            "route CPU seconds",
+        );
+    }
     let (lm, rm) = (&local["memory_trend"], &remote["memory_trend"]);
     assert_eq!(lm, rm, "memory trend");
     assert_eq!(local["forecast"]["models"], remote["forecast"]["models"]);
@@ -759,11 +804,11 @@ fn the_html_report_draws_its_charts_in_chromium() {
 document.getElementById('f').onload = () => {
   const d = document.getElementById('f').contentDocument;
   const res = {};
-  for (const id of ['heatmap-cpu', 'heatmap-memory', 'cpu-vs-load', 'memory-trend', 'forecast-memory', 'forecast-cpu']) {
+  for (const id of ['heatmap-cpu', 'heatmap-memory', 'cpu-vs-load', 'memory-trend', 'forecast-memory', 'forecast-cpu', 'routes']) {
     const svg = d.querySelector('#' + id + ' svg');
     if (!svg) { res[id] = null; continue; }
     const box = svg.getBoundingClientRect();
-    const drawn = [...svg.querySelectorAll('rect.cell, circle.dot, polyline, polygon.band')]
+    const drawn = [...svg.querySelectorAll('rect.cell, rect.bar, circle.dot, polyline, polygon.band')]
       .filter(e => { const b = e.getBBox(); return b.width > 1 || b.height > 1; });
     res[id] = {width: box.width, height: box.height, drawn: drawn.length};
   }
@@ -809,6 +854,7 @@ document.getElementById('f').onload = () => {
     assert_eq!(drawn("memory-trend"), 2, "{charts}");
     assert_eq!(drawn("forecast-memory"), 3, "{charts}");
     assert_eq!(drawn("forecast-cpu"), 3, "{charts}");
+    assert_eq!(drawn("routes"), 2, "{charts}");
     for id in ["heatmap-cpu", "cpu-vs-load", "forecast-memory"] {
         assert!(charts[id]["width"].as_f64().unwrap() > 500.0, "{charts}");
     }

@@ -1203,6 +1203,13 @@ fn pingpong(rounds: u64, cpus: Option<CpuPair>) -> Result<Outcome> {
     }
     let (mut ping_rx, mut ping_tx) = io::pipe().context("create ping pipe")?;
     let (mut pong_rx, mut pong_tx) = io::pipe().context("create pong pipe")?;
+    // Each thread says when its rounds are done, and the main thread gives them time to exit
+    // before it joins: a join that finds its thread still running waits on a futex, one that
+    // does not makes no call, and that race (lost under strace, won without it) would make
+    // the counts of the same command differ from run to run. One-byte reads: each is one call.
+    let (mut done_rx, done_tx) = io::pipe().context("create done pipe")?;
+    let mut server_done = done_tx.try_clone().context("clone done pipe")?;
+    let mut client_done = done_tx;
 
     // Each thread owns its pipe ends: if one fails, the other sees EOF or EPIPE instead of
     // blocking forever.
@@ -1216,6 +1223,7 @@ fn pingpong(rounds: u64, cpus: Option<CpuPair>) -> Result<Outcome> {
                 ping_rx.read_exact(&mut byte).context("server read")?;
                 pong_tx.write_all(&byte).context("server write")?;
             }
+            server_done.write_all(&[0]).context("server done")?;
             Ok(())
         });
         let client = s.spawn(move || -> Result<Duration> {
@@ -1228,8 +1236,18 @@ fn pingpong(rounds: u64, cpus: Option<CpuPair>) -> Result<Outcome> {
                 ping_tx.write_all(&byte).context("client write")?;
                 pong_rx.read_exact(&mut byte).context("client read")?;
             }
-            Ok(start.elapsed())
+            let elapsed = start.elapsed();
+            client_done.write_all(&[0]).context("client done")?;
+            Ok(elapsed)
         });
+        let mut byte = [0_u8];
+        for _ in 0..2 {
+            // A thread that failed closes its end before writing: EOF, and the join reports.
+            if done_rx.read_exact(&mut byte).is_err() {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
         (join(client), join(server))
     });
     server??;
