@@ -12,6 +12,12 @@ const STAGES: &[(&str, &[&str])] = &[
     ("serve", &["collect", "requests", "model", "alerts"]),
     ("store", &["collect", "requests", "model"]),
     ("report", &["collect", "requests", "model", "store"]),
+    (
+        "web",
+        &[
+            "collect", "requests", "model", "alerts", "serve", "store", "report",
+        ],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,6 +9,7 @@ mod report;
 mod requests;
 mod serve;
 mod store;
+mod web;
 // Read by every stage; the commands wire the stages together.
 mod commands;
 mod config;

@@ -348,6 +348,17 @@ impl Engine {
             .collect()
     }
 
+    /// The firing alerts as last notified (their start, value and annotations).
+    pub fn firing_alerts(&self) -> Vec<Alert> {
+        self.states
+            .iter()
+            .filter_map(|s| match &s.phase {
+                Phase::Firing { alert, .. } => Some(alert.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What to save, its times on the wall clock as it reads `now`.
     pub fn state(&self, now: Now) -> EngineState {
         EngineState {

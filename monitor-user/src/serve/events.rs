@@ -39,6 +39,16 @@ impl EventLog {
         events.push_back(event);
     }
 
+    /// The `n` newest events, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<Value> {
+        let events = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        events
+            .iter()
+            .skip(events.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
     pub fn snapshot(&self) -> Vec<Value> {
         let events = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         events.iter().cloned().collect()
@@ -99,6 +109,8 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0]["i"], 1);
         assert_eq!(events[1]["i"], 2);
+        assert_eq!(log.recent(1), [serde_json::json!({ "kind": "x", "i": 2 })]);
+        assert_eq!(log.recent(5).len(), 2);
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! Serve: what the daemon shows over HTTP: the Prometheus exporter (`/metrics`), the event log
-//! of alert transitions and CPU spikes (`/api/events`), and the server that answers for both.
+//! Serve: what the daemon publishes of its model: the Prometheus exporter (the series /metrics
+//! renders) and the event log of alert transitions and CPU spikes (`/api/events`).
 //!
 //! Takes in the model (the exporter's gauges and counters), kernel program status, and alert
-//! events; hands HTTP responses to scrapers and browsers. Imports collect, model and alerts.
+//! events; hands a registry and an event log to the store and to web, which serves them.
+//! Imports collect, model and alerts.
 pub mod events;
 pub mod exporter;
-pub mod http;
 pub mod request_metrics;

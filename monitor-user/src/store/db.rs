@@ -126,6 +126,22 @@ impl Store {
         }
     }
 
+    /// A read-only connection to a store the daemon's writer opened (and checked) already:
+    /// no check and no migration, which would read the whole file at every page load.
+    pub fn open_reader(path: &Path) -> anyhow::Result<Self> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening the history store {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let store = Self { conn };
+        // A reader's pages are freed when it closes; a small cache still bounds a long read.
+        store.set_cache_kib(1024)?;
+        Ok(store)
+    }
+
     /// A connection to `path` without any check or schema: for tests that damage a store
     /// under an open one.
     #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::{
         Alert,
         clock::Now,
         engine::{Engine, EngineOptions, EngineState},
-        from_model,
+        from_model::{self, Routes},
         spike::{SpikeDetector, SpikeEvent},
     },
     config::Config,
@@ -84,8 +84,9 @@ impl Alerting {
         self.requests = Some((tracker, RouteRates::default()));
     }
 
-    /// Runs after the model took a CPU/memory sample.
-    pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) {
+    /// Runs after the model took a CPU/memory sample; gives the request types over its
+    /// interval (empty without the requests family).
+    pub fn on_sample(&mut self, model: &Model, exporter: &Exporter) -> Routes {
         let now = Now::read();
         let routes = match (&mut self.requests, model.latest.as_ref()) {
             (Some((tracker, rates)), Some(sample)) => match tracker.lock() {
@@ -133,7 +134,7 @@ impl Alerting {
                 });
         exporter.set_firing(&self.engine.firing());
         if alerts.is_empty() {
-            return;
+            return routes;
         }
         for alert in &alerts {
             self.events.push(alert_event(alert));
@@ -145,6 +146,12 @@ impl Alerting {
                 self.state_path.display()
             );
         }
+        routes
+    }
+
+    /// The alerts firing now.
+    pub fn firing(&self) -> Vec<Alert> {
+        self.engine.firing_alerts()
     }
 }
 

@@ -29,8 +29,8 @@ use crate::{
     notify::{Notifier, NotifierConfig},
     serve::events::EventLog,
     serve::exporter::Exporter,
-    serve::http,
     store::writer::{Writer, WriterMetrics},
+    web::{live::LiveFeed, server},
 };
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -101,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = http::bind(listen).await?;
+        let listener = server::bind(listen).await?;
         let instance = format!("{}:{}", hostname(), listen.port());
         let mut channels = config.notifiers.clone();
         if !channels
@@ -135,11 +135,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(bytes) => debug!(bytes, "startup code pages unmapped"),
             Err(e) => debug!(error = %e, "startup code pages not unmapped"),
         }
+        let history_path = history.as_ref().map(|_| config.history_path());
+        let live = LiveFeed::new(
+            &name,
+            config.cadence.cpu_memory,
+            &programs,
+            history_path.is_some(),
+        );
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
         let sampler = {
             let exporter = exporter.clone();
             let config = config.clone();
+            let live = live.clone();
             std::thread::Builder::new()
                 .name("sampler".into())
                 .spawn(move || {
@@ -151,6 +159,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                             &exporter,
                             &config,
                             alerting,
+                            &live,
                             history.as_ref(),
                             &stop_rx,
                         )
@@ -173,9 +182,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 None => std::future::pending().await,
             }
         };
-        let state = http::AppState { exporter, events };
+        let state = server::AppState {
+            exporter,
+            events,
+            live,
+            history: history_path,
+        };
         let outcome = tokio::select! {
-            r = http::serve(listener, state) => r,
+            r = server::serve(listener, state) => r,
             r = shutdown_signal() => r,
             () = logs => Ok(()),
             why = ended_rx => Err(anyhow::anyhow!(
@@ -277,6 +291,7 @@ fn sample_loop(
     exporter: &Exporter,
     config: &Config,
     mut alerting: Alerting,
+    live: &LiveFeed,
     writer: Option<&Writer>,
     stop: &mpsc::Receiver<()>,
 ) {
@@ -347,7 +362,8 @@ fn sample_loop(
                     model.update(s);
                     exporter.update(&model);
                     if due_now[1] {
-                        alerting.on_sample(&model, exporter);
+                        let routes = alerting.on_sample(&model, exporter);
+                        live.record(&model, &routes, &alerting.firing(), at);
                         // At the CPU/memory cadence: a regular series compresses best, and the
                         // slower readings repeat their last value in between.
                         if let Some(w) = writer {

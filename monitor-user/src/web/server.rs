@@ -1,0 +1,110 @@
+//! The HTTP endpoint: /metrics in the Prometheus text format, the event log, and the live page
+//! with the JSON it reads.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+
+use crate::{
+    serve::events::EventLog,
+    serve::exporter::Exporter,
+    web::{history_trend, live::LiveFeed, page},
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub exporter: Arc<Exporter>,
+    pub events: EventLog,
+    pub live: LiveFeed,
+    /// The history store, when it is kept: the page's trend reads it.
+    pub history: Option<PathBuf>,
+}
+
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (port in use? choose another with --listen)")
+        })
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/events", get(events))
+        .route("/api/live", get(live))
+        .route("/api/history", get(history))
+        .route("/", get(|| async { page::asset("index.html") }))
+        .route(
+            "/assets/{*name}",
+            get(
+                |axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    page::asset(&name)
+                },
+            ),
+        )
+        .with_state(state);
+    axum::serve(listener, app).await.context("serving HTTP")
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        state.exporter.render(),
+    )
+}
+
+/// CPU spikes with their context and alert notifications, oldest first.
+async fn events(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    Json(state.events.snapshot())
+}
+
+#[derive(Deserialize)]
+struct Since {
+    /// Unix ms of the newest point the page has (0 or absent: send every kept point).
+    #[serde(default)]
+    since: u64,
+}
+
+/// The page's feed: the points after `since`, what holds now, and the recent events.
+async fn live(State(state): State<AppState>, Query(q): Query<Since>) -> Response {
+    let snapshot = state.live.since(q.since);
+    let events = state.events.recent(EVENTS_SHOWN);
+    let mut body = match serde_json::to_value(&snapshot) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    body["events"] = events.into();
+    no_store(Json(body))
+}
+
+/// Events the page lists (the newest).
+const EVENTS_SHOWN: usize = 20;
+
+/// The last day of CPU and memory from the history store, with their trends.
+async fn history(State(state): State<AppState>) -> Response {
+    let Some(path) = state.history.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no history is kept ([history] enabled = false)",
+        )
+            .into_response();
+    };
+    let target = state.live.since(u64::MAX).target;
+    match tokio::task::spawn_blocking(move || history_trend::last_day(&path, &target)).await {
+        Ok(Ok(trend)) => no_store(Json(trend)),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn no_store(body: impl IntoResponse) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], body).into_response()
+}
