@@ -4,69 +4,11 @@ mod common;
 
 use std::{
     io::Write as _,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
-
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(scrape_port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: monitor\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_port}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is installed by `cargo xtask setup --test-deps` (Debian package prometheus)");
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query with exactly one result.
-    fn query(&self, promql: &str) -> Option<f64> {
-        let text = ureq::get(&format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .query("query", promql)
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
-        let body: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let result = body["data"]["result"].as_array()?;
-        let [one] = result.as_slice() else {
-            return None;
-        };
-        one["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{prometheus::Prometheus, *};
 
 #[test]
 fn prometheus_scrapes_oncpu_matching_the_workloads_truth() {

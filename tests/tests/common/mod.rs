@@ -16,6 +16,8 @@ use std::{io::Read as _, sync::mpsc};
 
 use serde_json::Value;
 
+pub mod prometheus;
+
 fn bin(var: &str, name: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
