@@ -39,9 +39,12 @@ fn main() -> std::process::ExitCode {
         cli::Command::Stat(args) => commands::stat::run(args),
         cli::Command::Check => commands::check::run(),
         cli::Command::CheckConfig { file } => commands::check_config::run(&file),
-        cli::Command::Rules(cli::RulesCommand::Export { config, target, .. }) => {
-            commands::rules::export(config.as_deref(), &target)
-        }
+        cli::Command::Rules(cli::RulesCommand::Export {
+            config,
+            target,
+            job,
+            ..
+        }) => commands::rules::export(config.as_deref(), target.as_deref(), &job),
         cli::Command::Events { listen, json } => commands::events::run(listen, json),
         cli::Command::History(cmd) => commands::history::run(cmd),
         cli::Command::Report(args) => commands::report::run(&args),

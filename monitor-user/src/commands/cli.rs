@@ -58,16 +58,23 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
-    /// Write the rules (built-in and from --config) as Prometheus alerting rules (YAML).
+    /// Write the Prometheus mixin (a rule file): alerting rules equivalent to the rules
+    /// (built-in and from --config), recording rules for dashboards, and alerts on monitor
+    /// itself.
     Export {
         /// Prometheus format (the only one).
         #[arg(long, required = true)]
         prometheus: bool,
+        /// The daemon's config: its [[rule]] tables, and its cadence (when a sample is stale).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The `target` label the rules select.
-        #[arg(long, default_value = "app")]
-        target: String,
+        /// The `target` label the target alerts and recording rules select. Default: every
+        /// target (each alert carries its series' `target`).
+        #[arg(long)]
+        target: Option<String>,
+        /// The scrape job of monitor's daemons, which the alerts on monitor itself select.
+        #[arg(long, default_value = super::rules::DEFAULT_JOB)]
+        job: String,
     },
 }
 

@@ -48,7 +48,9 @@ mod prometheus;
 pub use builtin::default_rules;
 pub use builtin::with_defaults;
 pub use parse::parse_rules;
+#[cfg(test)]
 pub use prometheus::prometheus_rules_yaml;
+pub use prometheus::{TARGET_ALERTS_GROUP, alerting_rules};
 
 /// 1 while the target has a live process, 0 once it has none (`app_up`). While it is 0 the
 /// other series are absent, and the engine resolves the alerts of rules on them.
@@ -229,7 +231,7 @@ impl Rule {
 mod tests {
     use std::{path::Path, process::Command};
 
-    use super::{prometheus::prometheus_duration, *};
+    use super::*;
 
     fn parse(text: &str) -> Result<Vec<Rule>, RulesError> {
         parse_rules(text, Path::new("/etc/monitor.toml"))
@@ -602,15 +604,6 @@ severity = "info"
             y.contains(r#"histogram_quantile(0.99, sum by (target, le) (rate(app_request_duration_seconds_bucket{target=\"app\", method=\"GET\", route=\"/o/{id}\"}[1m]))) > 0.5"#),
             "{y}"
         );
-    }
-
-    #[test]
-    fn durations_in_prometheus_syntax() {
-        assert_eq!(prometheus_duration(Duration::ZERO), "0s");
-        assert_eq!(prometheus_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(prometheus_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(prometheus_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(prometheus_duration(Duration::from_secs(90_061)), "1d1h1m1s");
     }
 
     #[test]

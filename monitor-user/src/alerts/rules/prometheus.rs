@@ -2,6 +2,7 @@
 use std::{fmt::Write as _, time::Duration};
 
 use super::*;
+use crate::alerts::rule_file::{AlertingRule, prometheus_duration, promql_str};
 
 /// The label matchers of a route selector (`GET /t`, `/t`, `TAG name`).
 fn route_matchers(route: &str) -> Vec<String> {
@@ -77,48 +78,21 @@ fn promql(rule: &Rule, target: &[String]) -> (String, bool) {
     }
 }
 
-/// A YAML double-quoted scalar: JSON's string escapes are a subset of YAML's.
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
+/// The rule file's group of [`alerting_rules`] (the name predates the mixin's other groups).
+pub const TARGET_ALERTS_GROUP: &str = "monitor";
 
-/// A PromQL string literal (Go escapes, which JSON's are a subset of).
-fn promql_str(s: &str) -> String {
-    yaml_str(s)
-}
-
-/// Prometheus' duration syntax (`1h30m`, `500ms`).
-pub fn prometheus_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let mut secs = ms / 1000;
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            let _ = write!(out, "{}{unit}", secs / size);
-            secs %= size;
-        }
-    }
-    out
-}
-
-/// Prometheus alerting rules equivalent to `rules`, as a rule file (`groups:` document), for
-/// teams that evaluate alerts centrally. `target` restricts every series to that `target` label
-/// value; empty means every target.
+/// Prometheus alerting rules equivalent to `rules`, for teams that evaluate alerts centrally.
+/// `target` restricts every series to that `target` label value; empty means every target
+/// (each alert then carries the `target` label of its series).
 ///
 /// Equivalence is exact for threshold rules, `clear` included (it keeps firing through the
 /// `ALERTS` series). For fitted rules PromQL has no r²: trend rules keep the slope (`deriv`,
 /// the same least-squares slope) and exponential rules the growth rate of `ln(value)` and the
-/// level floor, without the fit-quality gates; the YAML says so above each such rule. Rules on
+/// level floor, without the fit-quality gates; a note above each such rule says so. Rules on
 /// any series but `up` hold nothing while the target is down (`app_up == 0`), as the engine
 /// resolves their alerts then: the exporter keeps serving a down target's last gauge values,
 /// on which they would fire forever.
-pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
+pub fn alerting_rules(rules: &[Rule], target: &str) -> Vec<AlertingRule> {
     let target_matcher: Vec<String> = if target.is_empty() {
         Vec::new()
     } else {
@@ -129,9 +103,7 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
     } else {
         format!("{{target={}}}", promql_str(target))
     };
-    let mut y = String::new();
-    y.push_str("# Prometheus alerting rules equivalent to monitor's alert rules (generated).\n");
-    y.push_str("groups:\n  - name: \"monitor\"\n    rules:\n");
+    let mut out = Vec::with_capacity(rules.len());
     for rule in rules {
         let (series, is_bare) = promql(rule, &target_matcher);
         let firing_alert = format!(
@@ -273,29 +245,32 @@ pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
             }
             let _ = write!(expr, " unless on (target) app_up{selector} == 0");
         }
-        if let Some(note) = note {
-            let _ = writeln!(y, "      # {note}");
-        }
-        let _ = writeln!(y, "      - alert: {}", yaml_str(&rule.name));
-        let _ = writeln!(y, "        expr: {}", yaml_str(&expr));
-        if !rule.for_duration.is_zero() {
-            let _ = writeln!(y, "        for: {}", prometheus_duration(rule.for_duration));
-        }
         let mut labels = rule.labels.clone();
         labels.insert("severity".into(), rule.severity.as_str().into());
-        y.push_str("        labels:\n");
-        for (k, v) in &labels {
-            let _ = writeln!(y, "          {k}: {}", yaml_str(v));
-        }
         let mut annotations = BTreeMap::from([
             ("summary".to_string(), format!("{}: {summary}", rule.name)),
             ("description".to_string(), description),
         ]);
         annotations.extend(rule.annotations.clone());
-        y.push_str("        annotations:\n");
-        for (k, v) in &annotations {
-            let _ = writeln!(y, "          {k}: {}", yaml_str(v));
-        }
+        out.push(AlertingRule {
+            note,
+            name: rule.name.clone(),
+            expr,
+            for_duration: rule.for_duration,
+            labels,
+            annotations,
+        });
+    }
+    out
+}
+
+/// The group of [`alerting_rules`] alone, as a rule file.
+#[cfg(test)]
+pub fn prometheus_rules_yaml(rules: &[Rule], target: &str) -> String {
+    let mut y = String::from("groups:\n");
+    crate::alerts::rule_file::write_group_header(&mut y, TARGET_ALERTS_GROUP);
+    for rule in alerting_rules(rules, target) {
+        rule.write(&mut y);
     }
     y
 }
