@@ -321,6 +321,8 @@ impl Exporter {
         e.syscall_latency_lost
             .with_label_values(&[target])
             .inc_by(0);
+        // From 0, so that `increase()` counts the first spike too.
+        e.cpu_spikes.with_label_values(&[target]).inc_by(0);
         if ebpf_wanted {
             for name in monitor_common::map_full::NAMES {
                 e.kernel_map_full.with_label_values(&[name]).inc_by(0);

@@ -81,25 +81,28 @@ mod tests {
     fn a_day_of_minutes_with_its_slope() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let (store, _) = Store::open(&path).unwrap();
+        let (mut store, _) = Store::open(&path).unwrap();
         let start = 1_800_000_000_000_i64;
         // Two days of a gauge rising 2 % an hour, with a sawtooth that a mean-based fit of so
         // few cycles would tilt; only the last day is given.
-        for (name, scale) in [
-            ("app_cpu_usage_percent", 1.0),
-            ("app_resident_memory_bytes", 1e6),
-        ] {
-            let id = store
-                .series_id(&SeriesKey::new("api", name, &[]), "gauge")
-                .unwrap();
-            let samples: Vec<Sample> = (0..48 * 60)
-                .map(|m| Sample {
-                    t_ms: start + m * 60_000,
-                    value: (2.0 * m as f64 / 60.0 + (m % 7) as f64) * scale,
-                })
-                .collect();
-            store.import(id, &samples).unwrap();
-        }
+        store
+            .transaction(|tx| {
+                for (name, scale) in [
+                    ("app_cpu_usage_percent", 1.0),
+                    ("app_resident_memory_bytes", 1e6),
+                ] {
+                    let id = tx.series_id(&SeriesKey::new("api", name, &[]), "gauge")?;
+                    let samples: Vec<Sample> = (0..48 * 60)
+                        .map(|m| Sample {
+                            t_ms: start + m * 60_000,
+                            value: (2.0 * m as f64 / 60.0 + (m % 7) as f64) * scale,
+                        })
+                        .collect();
+                    tx.import(id, &samples)?;
+                }
+                Ok(())
+            })
+            .unwrap();
         drop(store);
         let trend = last_day(&path, "api").unwrap();
         assert_eq!(trend.cpu_percent.len(), 24 * 60);

@@ -124,12 +124,48 @@ fn latency(url: &str, n: usize) -> anyhow::Result<Latency> {
     })
 }
 
+/// A headless Chromium showing the daemon's live page (it polls /api/live at the sampling
+/// cadence and redraws), for as long as it lives.
+struct PageOpen {
+    proc: Proc,
+}
+
+impl PageOpen {
+    fn start(scratch: &Scratch, port: u16) -> anyhow::Result<Self> {
+        let profile = scratch.path(&format!("chromium-{port}"));
+        let proc = Proc::spawn(
+            Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(format!("http://127.0.0.1:{port}/"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "chromium (Debian package chromium, installed by `cargo xtask setup --test-deps`)",
+        )?;
+        Ok(Self { proc })
+    }
+}
+
 pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Vec<Row>> {
-    let configs: [(&str, usize, String, bool); 4] = [
+    // (label, target processes, workload, scrape latency measured, live page open)
+    let configs: [(&str, usize, String, bool, bool); 5] = [
         (
             "1 target process, low event rate (workload mixed: every 10 ms one open/close, one page fault, 100 getppid)",
             1,
             "mixed".into(),
+            true,
+            false,
+        ),
+        (
+            "1 target process, low event rate, the live page open in headless Chromium",
+            1,
+            "mixed".into(),
+            false,
             true,
         ),
         (
@@ -137,22 +173,25 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Vec<Row>> {
             10,
             "tree --children 9".into(),
             false,
+            false,
         ),
         (
             "100 target processes (workload tree: 99 children waking every 100 ms)",
             100,
             "tree --children 99".into(),
             true,
+            false,
         ),
         (
             "1 target process, very high event rate (workload burst: a getppid storm on one CPU)",
             1,
             "burst --idle-ms 0".into(),
             false,
+            false,
         ),
     ];
     let mut rows = vec![];
-    for (i, (label, targets, args, scrape)) in configs.into_iter().enumerate() {
+    for (i, (label, targets, args, scrape, page)) in configs.into_iter().enumerate() {
         if p.quick && targets > 1 {
             continue;
         }
@@ -171,7 +210,14 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Vec<Row>> {
         std::thread::sleep(Duration::from_millis(300));
         let monitor = Monitor::start(scratch, workload.pid(), None)?;
         let exporter = Exporter::start(scratch).map_err(|e| format!("{e:#}"));
-        std::thread::sleep(Duration::from_secs(2));
+        let mut page_open = if page {
+            Some(PageOpen::start(scratch, monitor.port)?)
+        } else {
+            None
+        };
+        // The page's first load (its files and the kept points) falls in the settling time:
+        // what the window measures is the page left open.
+        std::thread::sleep(Duration::from_secs(if page { 5 } else { 2 }));
         let a = agent();
         let mon_pid = monitor.proc.pid();
         let exp_pid = exporter.as_ref().map(Exporter::pid).ok();
@@ -208,6 +254,12 @@ pub fn measure(scratch: &Scratch, p: &Params) -> anyhow::Result<Vec<Row>> {
         let exp_cpu1 = exp_pid.map(cpu_ns).transpose().ok().flatten();
         if workload.exited().is_some() {
             anyhow::bail!("the {args} workload ended before the footprint window did");
+        }
+        if let Some(page) = page_open.as_mut() {
+            if let Some(status) = page.proc.exited() {
+                anyhow::bail!("chromium showing the live page exited during the window ({status})");
+            }
+            page.proc.stop();
         }
         let syscalls_per_s = match (syscall_points.first(), syscall_points.last()) {
             (Some((t0, a)), Some((t1, b))) if t1 > t0 => {
