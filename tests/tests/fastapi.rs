@@ -97,14 +97,7 @@ impl App {
             stats,
             threads_oncpu: Default::default(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{server:?} did not listen on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_listening(port, &format!("{server:?}"));
         app
     }
 

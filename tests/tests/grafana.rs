@@ -441,14 +441,7 @@ impl App {
             .spawn()
             .expect("starting uvicorn");
         let app = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "uvicorn did not listen on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_listening(port, "uvicorn");
         app
     }
 }

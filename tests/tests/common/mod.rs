@@ -72,6 +72,19 @@ pub fn kernel_version() -> (u32, u32) {
     (next(), next())
 }
 
+/// Waits until `what` listens on 127.0.0.1:`port` (a server a test started), 60 s at most:
+/// Python servers import for seconds on a loaded host.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
