@@ -19,6 +19,7 @@ const SETUP: &str = "run `cargo xtask setup` in the monitor workspace";
 fn main() -> anyhow::Result<()> {
     // aya-build watches the kernel crate; the shared layouts live next door.
     println!("cargo:rerun-if-changed=../monitor-common/src");
+    revision();
     println!("cargo:rerun-if-env-changed=PATH");
     let skip = std::env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1" || v == "true");
     if !skip {
@@ -36,6 +37,33 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf([package], aya_build::Toolchain::Nightly).with_context(|| {
         format!("building the kernel programs (monitor-ebpf) failed; if a tool is missing, {SETUP}")
     })
+}
+
+/// `MONITOR_REVISION` for `monitor_build_info`: the commit built, or "unknown" outside a git
+/// checkout (a source package). Rebuilt when HEAD moves; a dirty tree is not marked.
+fn revision() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MONITOR_REVISION={revision}");
+    // Only paths that exist: a missing one would make cargo rerun this script every build.
+    let branch = git(&["rev-parse", "--symbolic-full-name", "HEAD"]);
+    let watched = [
+        git(&["rev-parse", "--git-path", "HEAD"]),
+        branch.and_then(|r| git(&["rev-parse", "--git-path", &r])),
+        git(&["rev-parse", "--git-path", "packed-refs"]),
+    ];
+    for path in watched.into_iter().flatten() {
+        if Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }
 
 /// The nightly toolchain with rust-src builds the kernel crate (`-Z build-std=core`).

@@ -395,6 +395,58 @@ fn last_sample_timestamp_follows_the_cadence() {
     drop(w);
 }
 
+/// GET `path` of a daemon on loopback: (status, body), for any status.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), body)
+}
+
+/// The endpoints exporters have: healthy while serving, ready once the target is sampled with
+/// every program attached, and the build's version and revision as a series.
+#[test]
+fn health_readiness_and_build_info() {
+    require_root();
+    let w = Workload::start(&workload_bin(), &["spin", "--millis", "10"]);
+    let d = Daemon::start(&["--pid", &w.pid().to_string()], &[]);
+    assert_eq!(get(d.port, "/-/healthy").0, 200);
+    // Daemon::start waited for the first sample.
+    let (status, body) = get(d.port, "/-/ready");
+    assert_eq!(status, 200, "{body}");
+    let version = String::from_utf8(
+        Command::new(monitor_bin())
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let info = samples(&d.metrics_text(), "monitor_build_info");
+    let [(labels, 1.0)] = info.as_slice() else {
+        panic!("{info:?}");
+    };
+    let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        version.split_whitespace().nth(1),
+        label("version").as_deref(),
+        "{version}"
+    );
+    let revision = label("revision").unwrap();
+    assert!(
+        revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit())
+            || revision == "unknown",
+        "{revision}"
+    );
+    drop(w);
+}
+
 /// The daemon's settled voluntary switches against the `switches` workload's own getrusage
 /// (4 threads x 300 sleeps), within 1 %.
 fn assert_voluntary_switches_match(d: &Daemon, truth: &serde_json::Value, what: &str) {
@@ -542,6 +594,11 @@ fn refused_bpf_falls_back_to_proc_loudly_or_refuses_when_required() {
         Some(0.0)
     );
     assert_eq!(metric_value(&text, "app_up", &[]), Some(1.0));
+    // Serving, but not doing the job it was asked to: not ready, saying why.
+    assert_eq!(get(port, "/-/healthy").0, 200);
+    let (status, body) = get(port, "/-/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("kernel programs not loaded"), "{body}");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();

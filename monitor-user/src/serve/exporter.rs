@@ -313,6 +313,17 @@ impl Exporter {
         e.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let build_info = IntGaugeVec::new(
+            opts(
+                "monitor_build_info",
+                "1, labelled with the version and git revision monitor was built from",
+            ),
+            &["version", "revision"],
+        )?;
+        e.registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("MONITOR_REVISION")])
+            .set(1);
         for &name in crate::collect::ebpf::probes::PROGRAMS {
             e.ebpf_attached
                 .with_label_values(&[name])

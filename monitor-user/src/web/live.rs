@@ -99,6 +99,8 @@ struct Inner {
     target: String,
     interval: Duration,
     history: bool,
+    /// Why the kernel programs asked for are not loaded at all (eBPF refused: /proc only).
+    ebpf_missing: Option<String>,
     capacity: usize,
     points: VecDeque<Point>,
     status: Status,
@@ -141,6 +143,7 @@ impl LiveFeed {
                 target: target.to_owned(),
                 interval,
                 history,
+                ebpf_missing: None,
                 capacity,
                 points: VecDeque::with_capacity(capacity),
                 status: Status::default(),
@@ -190,6 +193,47 @@ impl LiveFeed {
                 .collect(),
             top_syscalls: top_syscalls(model),
         };
+    }
+
+    /// Kernel programs were asked for and none could be loaded (the daemon fell back to /proc).
+    pub fn ebpf_unavailable(&self, why: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.ebpf_missing = Some(why.to_owned());
+    }
+
+    /// Ready when the target is being sampled (a sample within the last three cadences) and
+    /// every kernel program asked for is attached; otherwise what is missing.
+    pub fn readiness(&self, now: SystemTime) -> Result<(), Vec<String>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut missing = Vec::new();
+        match inner.points.back() {
+            None => missing.push("no sample taken yet".to_owned()),
+            Some(p) => {
+                let age = Duration::from_millis(unix_ms(now).saturating_sub(p.t_ms));
+                if age > inner.interval * 3 + Duration::from_secs(1) {
+                    missing.push(format!(
+                        "the last sample is {} s old (cadence {} s)",
+                        age.as_secs(),
+                        inner.interval.as_secs_f64()
+                    ));
+                }
+            }
+        }
+        if let Some(why) = &inner.ebpf_missing {
+            missing.push(format!("kernel programs not loaded: {why}"));
+        }
+        for p in inner.programs.iter().filter(|p| !p.attached) {
+            missing.push(format!(
+                "kernel program {} not attached: {}",
+                p.name,
+                p.error.as_deref().unwrap_or("unknown reason")
+            ));
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
     }
 
     /// The points taken after `since_ms` (all kept ones for 0), and the status.
@@ -343,6 +387,54 @@ mod tests {
         assert_eq!(newer.status.cpu_limit_cores, 2.0);
         assert_eq!(newer.status.memory_limit_source, "host");
         assert!(newer.points[0].daemon_rss_bytes.unwrap() > 0);
+    }
+
+    #[test]
+    fn ready_once_sampled_with_every_program_asked_for_attached() {
+        let program = |name, error: Option<&str>| ProgramStatus {
+            name,
+            mechanism: "raw tracepoint",
+            enabled: true,
+            error: error.map(str::to_owned),
+        };
+        let left_out = ProgramStatus {
+            enabled: false,
+            ..program("page_fault_user", None)
+        };
+        let feed = LiveFeed::new(
+            "api",
+            Duration::from_secs(5),
+            &[program("sched_switch", None), left_out],
+            false,
+        );
+        let err = feed.readiness(at(0)).unwrap_err();
+        assert_eq!(err, ["no sample taken yet"]);
+        let mut model = Model::new(Limits::host(1 << 30, 1.0), 60_000_000_000);
+        model.update(sample(0, true, 0));
+        feed.record(&model, &Routes::new(), &[], at(0));
+        assert_eq!(feed.readiness(at(16)), Ok(()));
+        // Three cadences and a second without a sample: the sampler is stuck.
+        let err = feed.readiness(at(17)).unwrap_err();
+        assert!(err[0].contains("17 s old"), "{err:?}");
+
+        let refused = LiveFeed::new(
+            "api",
+            Duration::from_secs(5),
+            &[program("sys_exit", Some("EPERM"))],
+            false,
+        );
+        refused.record(&model, &Routes::new(), &[], at(0));
+        assert_eq!(
+            refused.readiness(at(1)).unwrap_err(),
+            ["kernel program sys_exit not attached: EPERM"]
+        );
+        let fallback = LiveFeed::new("api", Duration::from_secs(5), &[], false);
+        fallback.record(&model, &Routes::new(), &[], at(0));
+        fallback.ebpf_unavailable("BPF refused");
+        assert_eq!(
+            fallback.readiness(at(1)).unwrap_err(),
+            ["kernel programs not loaded: BPF refused"]
+        );
     }
 
     #[test]

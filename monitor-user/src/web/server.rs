@@ -41,6 +41,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow
         .route("/api/events", get(events))
         .route("/api/live", get(live))
         .route("/api/history", get(history))
+        // Prometheus' own: up while it serves, ready when it does its job.
+        .route("/-/healthy", get(|| async { "monitor is healthy\n" }))
+        .route("/-/ready", get(ready))
         .route("/", get(|| async { page::asset("index.html") }))
         .route(
             "/assets/{*name}",
@@ -83,6 +86,19 @@ async fn live(State(state): State<AppState>, Query(q): Query<Since>) -> Response
     };
     body["events"] = events.into();
     no_store(Json(body))
+}
+
+/// 200 when the target is being sampled and every kernel program asked for is attached; 503
+/// with what is missing, one reason a line, otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.live.readiness(std::time::SystemTime::now()) {
+        Ok(()) => "monitor is ready\n".into_response(),
+        Err(missing) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("monitor is not ready:\n{}\n", missing.join("\n")),
+        )
+            .into_response(),
+    }
 }
 
 /// Events the page lists (the newest).

@@ -51,6 +51,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|p| p.programs.clone())
         .unwrap_or_default();
     let ebpf_on = probes.is_some();
+    let args_no_ebpf = args.no_ebpf;
     let mut collector = Collector::new(procfs, probes, selector.clone(), 0)?;
     let name = match (&args.name, &selector) {
         (Some(n), _) => n.clone(),
@@ -142,6 +143,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             &programs,
             history_path.is_some(),
         );
+        if !ebpf_on && !args_no_ebpf {
+            live.ebpf_unavailable(
+                "eBPF was refused at start; the daemon samples /proc only (see its log)",
+            );
+        }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
         let sampler = {
