@@ -125,13 +125,12 @@ impl Thread {
         // wait: when the end's totals were unknown (about one tag event in a thousand on 6.18,
         // RunningSlice naming another task), the span's work found now is the span's, with the
         // little after its end, rather than all of it the next owner's.
-        let owner = match self.closed_unknown.take() {
-            Some(route) if progress.is_some() => Some(route),
-            Some(route) => {
-                self.closed_unknown = Some(route);
-                owner
-            }
-            None => owner,
+        let owner = if progress.is_some()
+            && let Some(route) = self.closed_unknown.take()
+        {
+            Some(route)
+        } else {
+            owner
         };
         book(targets, slot, &owner, work);
     }

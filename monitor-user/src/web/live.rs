@@ -236,6 +236,12 @@ impl LiveFeed {
         }
     }
 
+    /// The `target` label's value.
+    pub fn target(&self) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.target.clone()
+    }
+
     /// The points taken after `since_ms` (all kept ones for 0), and the status.
     pub fn since(&self, since_ms: u64) -> Snapshot {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

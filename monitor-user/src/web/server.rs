@@ -113,7 +113,7 @@ async fn history(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let target = state.live.since(u64::MAX).target;
+    let target = state.live.target();
     match tokio::task::spawn_blocking(move || history_trend::last_day(&path, &target)).await {
         Ok(Ok(trend)) => no_store(Json(trend)),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
