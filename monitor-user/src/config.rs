@@ -26,6 +26,11 @@ use crate::{
 pub struct Config {
     /// Where /metrics is served. Loopback by default: exposing it is a decision.
     pub listen: SocketAddr,
+    /// TLS, basic auth and headers for the endpoint, in exporter-toolkit's web config format;
+    /// relative to this file's directory. `--web.config.file` overrides it.
+    pub web_config_file: Option<PathBuf>,
+    /// `[http]`: limits of the endpoint.
+    pub http: HttpConfig,
     pub cadence: Cadence,
     pub window: WindowConfig,
     pub alerting: AlertingConfig,
@@ -121,10 +126,37 @@ pub struct WindowConfig {
     pub peak: Duration,
 }
 
+/// Limits of the HTTP endpoint, against a client (or many) that holds it up.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once (1 to 10 000); more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Request line and headers together (8 KiB to 1 MiB); more gets 431.
+    pub max_header_bytes: usize,
+    /// For the TLS handshake and each request's head (100 ms to 10 min).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        // A scraper or two and a few browsers need a handful; 64 leaves room and bounds the
+        // memory a flood can take (a connection is about 100 KiB with its buffers).
+        Self {
+            max_connections: 64,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            web_config_file: None,
+            http: HttpConfig::default(),
             cadence: Cadence::default(),
             window: WindowConfig::default(),
             alerting: AlertingConfig::default(),
@@ -271,6 +303,12 @@ impl Config {
             )
         })?;
         config.validate(&Checker::new(text, path))?;
+        if let Some(web) = &mut config.web_config_file {
+            // Relative to the file that names it, as the web config's own paths are.
+            if web.is_relative() {
+                *web = path.parent().unwrap_or(Path::new("")).join(&*web);
+            }
+        }
         Ok(config)
     }
 
@@ -376,6 +414,31 @@ impl Config {
                 ));
             }
         }
+        let http = &self.http;
+        for (key, value, min, max) in [
+            ("http.max_connections", http.max_connections, 1, 10_000),
+            (
+                "http.max_header_bytes",
+                http.max_header_bytes,
+                8 * 1024,
+                1024 * 1024,
+            ),
+        ] {
+            // hyper cannot read a head into less than 8 KiB.
+            if !(min..=max).contains(&value) {
+                return Err(check.error(key, format!("{key} = {value} is outside {min} to {max}")));
+            }
+        }
+        let timeout = http.header_timeout;
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&timeout) {
+            return Err(check.error(
+                "http.header_timeout",
+                format!(
+                    "http.header_timeout = {} is outside 100ms to 10m",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
         let kept = self.alerting.events_kept;
         if !(1..=MAX_EVENTS_KEPT).contains(&kept) {
             // 0 is refused rather than read as "keep none": whoever writes it may mean
@@ -411,6 +474,8 @@ struct KeySpans {
     alerting: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     history: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    http: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 impl<'a> Checker<'a> {
@@ -431,6 +496,7 @@ impl<'a> Checker<'a> {
             "window" => &self.spans.window,
             "alerting" => &self.spans.alerting,
             "history" => &self.spans.history,
+            "http" => &self.spans.http,
             _ => return None,
         };
         let offset = table.get(key)?.span().start.min(self.text.len());

@@ -200,6 +200,10 @@ pub struct RunArgs {
     /// TOML configuration file (cadences, windows, listen address).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// TLS, basic auth and headers for the endpoint: a Prometheus exporter-toolkit web config
+    /// file (what `promtool check web-config` checks). Overrides `web_config_file` of --config.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Value of the `target` label (default: the process name).
     #[arg(long)]
     pub name: Option<String>,

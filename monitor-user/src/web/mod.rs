@@ -6,7 +6,14 @@
 //! feed), the exporter and event log from serve, and the history store through report's local
 //! source; hands HTTP responses to scrapers and browsers. The last stage: nothing imports it
 //! but the commands.
+//!
+//! Served over TLS with basic auth when a web config file (exporter-toolkit's format) says so.
+mod basic_auth;
 pub mod history_trend;
+pub mod listener;
 pub mod live;
 mod page;
 pub mod server;
+mod tls;
+pub mod web_config;
+pub mod web_config_watch;

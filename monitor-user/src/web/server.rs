@@ -15,7 +15,14 @@ use serde::Deserialize;
 use crate::{
     serve::events::EventLog,
     serve::exporter::Exporter,
-    web::{history_trend, live::LiveFeed, page},
+    web::{
+        basic_auth::BasicAuth,
+        history_trend,
+        listener::{self, HttpLimits},
+        live::LiveFeed,
+        page,
+        web_config_watch::WebConfigWatch,
+    },
 };
 
 #[derive(Clone)]
@@ -35,8 +42,19 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
         })
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
-    let app = Router::new()
+/// How the endpoint is served: the web config (TLS, users, headers) when one is given, and the
+/// connection limits.
+pub struct ServeOptions {
+    pub web: Option<WebConfigWatch>,
+    pub limits: HttpLimits,
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/events", get(events))
         .route("/api/live", get(live))
@@ -54,7 +72,60 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow
             ),
         )
         .with_state(state);
-    axum::serve(listener, app).await.context("serving HTTP")
+    if let Some(web) = &options.web {
+        let guard = Guard {
+            web: web.clone(),
+            auth: Arc::new(BasicAuth::default()),
+        };
+        // Every route, health included: exporter-toolkit guards them all the same way.
+        app = app.layer(axum::middleware::from_fn_with_state(guard, guarded));
+    }
+    listener::serve(listener, app, options.web, options.limits)
+        .await
+        .context("serving HTTP")
+}
+
+#[derive(Clone)]
+struct Guard {
+    web: WebConfigWatch,
+    auth: Arc<BasicAuth>,
+}
+
+/// Basic auth when the web config has users, and its extra headers on every response (401s
+/// included) that the handler did not set itself.
+async fn guarded(
+    State(guard): State<Guard>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let active = guard.web.current();
+    let users = &active.config.users;
+    let mut response = if users.is_empty()
+        || guard
+            .auth
+            .allows(users, request.headers().get(header::AUTHORIZATION))
+            .await
+    {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic")],
+            "Unauthorized\n",
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    for (name, value) in &active.config.headers {
+        // Both were checked when the config loaded.
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_str(value),
+        ) {
+            headers.entry(name).or_insert(value);
+        }
+    }
+    response
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

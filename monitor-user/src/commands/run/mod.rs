@@ -30,8 +30,27 @@ use crate::{
     serve::events::EventLog,
     serve::exporter::Exporter,
     store::writer::{Writer, WriterMetrics},
-    web::{live::LiveFeed, server},
+    web::{listener::HttpLimits, live::LiveFeed, server, web_config_watch::WebConfigWatch},
 };
+
+/// Metrics, events (with syscall and route context) and the live page, readable by anyone who
+/// can reach the port: say so loudly, and how to close it, when that is more than this host.
+fn warn_if_exposed(listen: std::net::SocketAddr, web: Option<&WebConfigWatch>) {
+    let protected = web.is_some_and(|w| {
+        let active = w.current();
+        active.tls.is_some() && !active.config.users.is_empty()
+    });
+    if !listen.ip().is_loopback() && !protected {
+        warn!(
+            %listen,
+            "THE ENDPOINT IS OPEN to every host that can reach {listen}: metrics, events and \
+             the live page without TLS or a password. Secure it with --web.config.file FILE \
+             (exporter-toolkit format: tls_server_config with cert_file and key_file, and \
+             basic_auth_users with bcrypt hashes from `htpasswd -nBC 10 USER`), or listen on \
+             127.0.0.1 behind a proxy that does"
+        );
+    }
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
@@ -39,6 +58,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => Config::default(),
     };
     let listen = args.listen.unwrap_or(config.listen);
+    // Loaded before anything is attached: a bad file stops the start, naming file, line and key.
+    let web = match args
+        .web_config_file
+        .as_ref()
+        .or(config.web_config_file.as_ref())
+    {
+        Some(path) => Some(WebConfigWatch::load(path)?),
+        None => None,
+    };
+    warn_if_exposed(listen, web.as_ref());
     let selector = match (&args.target.pid, &args.target.comm) {
         (Some(pid), _) => Selector::Pid(*pid),
         (None, Some(comm)) => Selector::Comm(comm.clone()),
@@ -195,7 +224,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             history: history_path,
         };
         let outcome = tokio::select! {
-            r = server::serve(listener, state) => r,
+            r = server::serve(listener, state, server::ServeOptions {
+                web,
+                limits: HttpLimits {
+                    max_connections: config.http.max_connections,
+                    max_header_bytes: config.http.max_header_bytes,
+                    header_timeout: config.http.header_timeout,
+                },
+            }) => r,
             r = shutdown_signal() => r,
             () = logs => Ok(()),
             why = ended_rx => Err(anyhow::anyhow!(
