@@ -26,6 +26,9 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "sysstat",
+    // The web config tests: certificates made with openssl, requests made with curl.
+    "openssl",
+    "curl",
     // The report's HTML page is rendered by a real headless browser in the tests.
     "chromium",
     // vm-test: QEMU, the guest's busybox, the initramfs tools, and what building virtiofsd

@@ -21,13 +21,18 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrapes 127.0.0.1:`scrape_port` every second as job [`JOB`].
     pub fn start(scrape_port: u16) -> Self {
+        Self::start_jobs(&format!(
+            "  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_port}']\n"
+        ))
+    }
+
+    /// With `scrape_configs` (the YAML list's items, indented two spaces) scraped every second.
+    pub fn start_jobs(scrape_configs: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_port}']\n"
-            ),
+            format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{scrape_configs}"),
         )
         .unwrap();
         let port = free_port();
