@@ -281,12 +281,12 @@ fn promtool_and_monitor_agree_on_which_web_configs_are_valid() {
         ),
         (
             "missing cert file",
-            format!("{tls}").replace("server.crt", "nope.crt"),
+            tls.replace("server.crt", "nope.crt"),
             "nope.crt",
         ),
         (
             "key of another certificate",
-            format!("{tls}").replace("server.key", "client.key"),
+            tls.replace("server.key", "client.key"),
             "key_file",
         ),
         (

@@ -9,6 +9,31 @@ pub(super) enum Channel {
     Email(email::EmailChannel),
 }
 
+/// `url`, or the URL in `url_file` (its first line), marked secret whole.
+fn resolve_url(
+    name: &str,
+    url: &redact::SecretUrl,
+    url_file: Option<&std::path::Path>,
+) -> Result<redact::SecretUrl, NotifyError> {
+    let Some(path) = url_file else {
+        return Ok(url.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::UrlFile {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let url = redact::SecretUrl::from_file(text.lines().next().unwrap_or("").trim().to_owned());
+    if !config::is_http_url(url.expose()) {
+        return Err(ConfigError::BadUrl {
+            name: name.to_owned(),
+            url: format!("{url} (from {})", path.display()),
+        }
+        .into());
+    }
+    Ok(url)
+}
+
 impl Channel {
     pub(super) fn build(
         config: &NotifierConfig,
@@ -19,11 +44,13 @@ impl Channel {
         // URLs and credentials were checked with the rest (config::check_notifiers).
         Ok(match config {
             NotifierConfig::Log { .. } => Self::Log,
-            NotifierConfig::Alertmanager { url, .. } => {
-                Self::Alertmanager(alertmanager::AlertmanagerChannel::new(url, client.clone()))
+            NotifierConfig::Alertmanager { url, url_file, .. } => {
+                let url = resolve_url(name, url, url_file.as_deref())?;
+                Self::Alertmanager(alertmanager::AlertmanagerChannel::new(&url, client.clone()))
             }
-            NotifierConfig::Webhook { url, .. } => {
-                Self::Webhook(webhook::WebhookChannel::new(url, name, client.clone()))
+            NotifierConfig::Webhook { url, url_file, .. } => {
+                let url = resolve_url(name, url, url_file.as_deref())?;
+                Self::Webhook(webhook::WebhookChannel::new(&url, name, client.clone()))
             }
             NotifierConfig::Email {
                 smtp,

@@ -18,6 +18,10 @@
 //! url = "http://127.0.0.1:8080/hook"
 //!
 //! [[notifier]]
+//! kind = "webhook"
+//! url_file = "/etc/monitor/chat-hook-url"   # a URL with a token: read from a file, never shown
+//!
+//! [[notifier]]
 //! kind = "email"
 //! smtp = "mail.example:587"
 //! from = "monitor@example"
@@ -47,6 +51,14 @@ pub enum ConfigError {
     /// `url` without its password (redact::url).
     #[error("notifier {name}: url {url:?} is not an absolute http:// or https:// URL")]
     BadUrl { name: String, url: String },
+    #[error("notifier {name}: give url or url_file (one of them)")]
+    UrlSource { name: String },
+    #[error("notifier {name}: cannot read url_file {}: {source}", path.display())]
+    UrlFile {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "notifier name {0:?} is used twice (each notifier needs its own name: it names its outbox queue)"
     )]
@@ -73,13 +85,22 @@ pub enum NotifierConfig {
     /// Prometheus Alertmanager, API v2: `POST {url}/api/v2/alerts`.
     Alertmanager {
         /// Base URL, e.g. `http://127.0.0.1:9093` (no `/api/v2/alerts`).
+        #[serde(default)]
         url: SecretUrl,
+        /// Or read the URL from this file (one line), so a token in it stays out of the config:
+        /// it is never shown past its host.
+        #[serde(default)]
+        url_file: Option<PathBuf>,
         #[serde(default)]
         name: Option<String>,
     },
     /// Any HTTP receiver of Alertmanager's webhook body (chat bridges and the like).
     Webhook {
+        #[serde(default)]
         url: SecretUrl,
+        /// As for `alertmanager`.
+        #[serde(default)]
+        url_file: Option<PathBuf>,
         #[serde(default)]
         name: Option<String>,
     },
@@ -261,8 +282,13 @@ pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<String>, Config
     let names = channel_names(configs)?;
     for (config, name) in configs.iter().zip(&names) {
         match config {
-            NotifierConfig::Alertmanager { url, .. } | NotifierConfig::Webhook { url, .. } => {
-                if !is_http_url(url.expose()) {
+            NotifierConfig::Alertmanager { url, url_file, .. }
+            | NotifierConfig::Webhook { url, url_file, .. } => {
+                if url.is_empty() == url_file.is_none() {
+                    return Err(ConfigError::UrlSource { name: name.clone() });
+                }
+                // A url_file is read and checked when the channel starts.
+                if url_file.is_none() && !is_http_url(url.expose()) {
                     return Err(ConfigError::BadUrl {
                         name: name.clone(),
                         url: url.to_string(),
@@ -345,6 +371,7 @@ mod tests {
             n,
             vec![NotifierConfig::Alertmanager {
                 url: "http://127.0.0.1:9093".into(),
+                url_file: None,
                 name: None
             }]
         );

@@ -2,7 +2,7 @@
 //! pool; alert traffic is a few requests a minute, which does not justify an async HTTP stack.
 use std::time::Duration;
 
-use super::redact::{self, SecretUrl};
+use super::redact::SecretUrl;
 
 /// Every `url` here is shown without its password: these errors are logged on each retry.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ impl HttpClient {
 fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
     let transport = |source: ureq::Error| HttpError::Transport {
         url: url.to_string(),
-        detail: redact::url_in(&source.to_string(), url.expose()),
+        detail: url.scrub(&source.to_string()),
     };
     let mut response = agent
         .post(url.expose())

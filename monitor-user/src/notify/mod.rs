@@ -543,6 +543,7 @@ pub(crate) mod tests {
         vec![
             NotifierConfig::Webhook {
                 url: format!("http://127.0.0.1:{port}/hook").into(),
+                url_file: None,
                 name: None,
             },
             NotifierConfig::Log { name: None },
@@ -755,10 +756,12 @@ pub(crate) mod tests {
             vec![
                 NotifierConfig::Webhook {
                     url: url.into(),
+                    url_file: None,
                     name: None,
                 },
                 NotifierConfig::Alertmanager {
                     url: url.into(),
+                    url_file: None,
                     name: None,
                 },
             ]
@@ -767,7 +770,11 @@ pub(crate) mod tests {
             .await
             .unwrap();
         n.send(vec![alert("A")]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Until both channels have failed once (a fixed wait was short on a loaded host).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while logs.text().matches(" failed").count() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let timeout = n.drain(Duration::ZERO).await.unwrap_err().to_string();
         n.shutdown().await;
         // Started again with the entries still queued: the line naming where they go.
@@ -789,11 +796,76 @@ pub(crate) mod tests {
         }
     }
 
+    /// A token in a url_file's path or query stays out of logs and errors, failing or not.
+    #[tokio::test]
+    async fn a_url_from_a_file_is_used_and_never_shown_past_its_host() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let receiver = Receiver::start(port).await;
+        let good = dir.path().join("good-url");
+        std::fs::write(
+            &good,
+            format!("http://127.0.0.1:{port}/hook?access_token=T0KEN\n"),
+        )
+        .unwrap();
+        let bad = dir.path().join("bad-url");
+        std::fs::write(&bad, "http://127.0.0.1:9/robot/send?access_token=T0KEN\n").unwrap();
+        let configs = vec![
+            NotifierConfig::Webhook {
+                url: redact::SecretUrl::default(),
+                url_file: Some(good),
+                name: Some("good".into()),
+            },
+            NotifierConfig::Webhook {
+                url: redact::SecretUrl::default(),
+                url_file: Some(bad),
+                name: Some("bad".into()),
+            },
+        ];
+        let outbox = dir.path().join("outbox");
+        let n = Notifier::start(configs, fast(), outbox, "h".into(), None)
+            .await
+            .unwrap();
+        n.send(vec![alert("A")]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            receiver.bodies.lock().unwrap().len(),
+            1,
+            "the url_file's receiver got the notification"
+        );
+        let timeout = n.drain(Duration::ZERO).await.unwrap_err().to_string();
+        n.shutdown().await;
+        let logs = logs.text();
+        assert!(
+            !timeout.contains("T0KEN") && !logs.contains("T0KEN"),
+            "{timeout}\n{logs}"
+        );
+        assert!(logs.contains("http://127.0.0.1:9/***"), "{logs}");
+
+        // Both, or neither, is refused by name.
+        for (url, url_file) in [
+            (redact::SecretUrl::default(), None),
+            ("http://h/x".into(), Some(PathBuf::from("/f"))),
+        ] {
+            let e = config::check_notifiers(&[NotifierConfig::Webhook {
+                url,
+                url_file,
+                name: None,
+            }])
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("webhook: give url or url_file"), "{e}");
+        }
+    }
+
     #[tokio::test]
     async fn a_refused_url_is_named_without_its_password() {
         let dir = tempfile::tempdir().unwrap();
         let no_scheme = vec![NotifierConfig::Webhook {
             url: "alice:s3cret@127.0.0.1:8080/hook".into(),
+            url_file: None,
             name: None,
         }];
         let e = Notifier::start(no_scheme, fast(), dir.path().into(), "h".into(), None)
@@ -818,6 +890,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad_url = vec![NotifierConfig::Alertmanager {
             url: "127.0.0.1:9093".into(),
+            url_file: None,
             name: None,
         }];
         let e = Notifier::start(bad_url, fast(), dir.path().into(), "h".into(), None)

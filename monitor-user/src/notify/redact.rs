@@ -37,37 +37,90 @@ impl From<&str> for Secret {
 
 /// A URL from the config, which may carry `user:password@`. `Debug` and `Display` show it as
 /// [`url`] does, so it can be put in any message; the URL to send to is [`SecretUrl::expose`].
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct SecretUrl(String);
+/// A URL read from a `url_file` is a secret whole (robots and chat webhooks carry their token
+/// in the path or query): it is shown as its origin and `/***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretUrl {
+    url: String,
+    whole_secret: bool,
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
+    }
+}
 
 impl SecretUrl {
+    /// A URL read from a file: nothing after its host is ever shown.
+    pub fn from_file(url: String) -> Self {
+        Self {
+            url,
+            whole_secret: true,
+        }
+    }
+
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.url
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.url.is_empty()
+    }
+
+    /// `text` (an error from an HTTP library, say) with this URL's secrets masked wherever
+    /// they appear.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.whole_secret {
+            let mut text = text.replace(&self.url, &self.to_string());
+            // The path and query alone, as some errors quote them.
+            if let Some(rest) = self.url.split_once("://").map(|(_, r)| r)
+                && let Some(i) = rest.find(['/', '?'])
+                && rest.len() - i > 1
+            {
+                text = text.replace(&rest[i..], "/***");
+            }
+            url_in(&text, &self.url)
+        } else {
+            url_in(text, &self.url)
+        }
+    }
+
+    fn shown(&self) -> String {
+        if !self.whole_secret {
+            return url(&self.url);
+        }
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        format!("{scheme}://{host}/***")
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&url(&self.0))
+        f.write_str(&self.shown())
     }
 }
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&url(&self.0), f)
+        fmt::Debug::fmt(&self.shown(), f)
     }
 }
 
 impl From<String> for SecretUrl {
-    fn from(s: String) -> Self {
-        Self(s)
+    fn from(url: String) -> Self {
+        Self {
+            url,
+            whole_secret: false,
+        }
     }
 }
 
 impl From<&str> for SecretUrl {
     fn from(s: &str) -> Self {
-        Self(s.into())
+        Self::from(s.to_owned())
     }
 }
 
@@ -127,6 +180,21 @@ fn userinfo(url: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_from_a_file_shows_only_its_origin() {
+        let u = SecretUrl::from_file(
+            "https://bot:pw@oapi.example:8443/robot/send?access_token=T0KEN".into(),
+        );
+        assert_eq!(u.to_string(), "https://oapi.example:8443/***");
+        assert_eq!(format!("{u:?}"), "\"https://oapi.example:8443/***\"");
+        let error = format!(
+            "POST {} failed: 400 for /robot/send?access_token=T0KEN",
+            u.expose()
+        );
+        let shown = u.scrub(&error);
+        assert!(!shown.contains("T0KEN") && !shown.contains("pw"), "{shown}");
+    }
 
     #[test]
     fn passwords_and_lone_tokens_are_masked() {
