@@ -764,3 +764,76 @@ fn an_exposed_endpoint_without_tls_and_users_starts_with_a_loud_warning() {
         local.log()
     );
 }
+
+#[test]
+fn the_targets_command_line_and_environment_are_never_served() {
+    // A target started with a password on its command line and a token in its environment, as
+    // services too often are.
+    let mut target = Command::new("python3")
+        .args([
+            "-c",
+            "import time; time.sleep(120)",
+            "--db-password=CMDLINE-S3CRET",
+        ])
+        .env("API_TOKEN", "ENVIRON-S3CRET")
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cadence]\ncpu_memory = \"300ms\"\n[alerting]\nstate_dir = \"{}\"\n[history]\nenabled = false\n\n[[rule]]\nname = \"AlwaysOn\"\nmetric = \"threads\"\nabove = 0\nfor = \"0s\"\nseverity = \"info\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut daemon = Command::new(monitor_bin())
+        .args(["run", "--pid", &target.id().to_string(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port, "monitor run");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut served = String::new();
+    for path in ["/metrics", "/api/events", "/api/live", "/-/ready"] {
+        let reply = curl(&format!("http://127.0.0.1:{port}{path}"), &[]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        served.push_str(&reply.body);
+    }
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        served.contains("AlwaysOn"),
+        "the rule's event should be served: {served}"
+    );
+    for secret in ["CMDLINE-S3CRET", "ENVIRON-S3CRET"] {
+        assert!(!served.contains(secret), "{secret} served");
+        assert!(!log.contains(secret), "{secret} logged");
+    }
+    // What the state directory holds is the daemon's own: 0700, its files 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = dir.path().join("state");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "{}", state.display());
+    let mut stack = vec![state];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+            }
+        }
+    }
+}
