@@ -12,10 +12,12 @@
 //!      it; the daemon's CPU at 5,000 requests/s and its RSS with 10 and 10,000 connections.
 //! 7.   The history store: bytes per sample next to Prometheus blocks of the same history, and
 //!      the import rate.
+//! 8.   The endpoint secured (TLS and basic auth) against plain HTTP: latency per scrape.
 //!
 //! A peer that fails (bpftrace cannot attach, no process-exporter) shows as "n/a (reason)"; a
 //! failure of monitor itself aborts the run. Every child is killed and reaped on every path.
 mod accuracy;
+mod endpoint;
 mod footprint;
 mod history;
 mod overhead;
@@ -42,6 +44,8 @@ pub enum Only {
     Requests,
     /// Section 7: the history store.
     History,
+    /// Section 8: the endpoint secured against plain.
+    Endpoint,
 }
 
 pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
@@ -65,6 +69,17 @@ pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
             goal_table(h.goals()),
             h.method(&hp),
             h.table()
+        );
+        return Ok(());
+    }
+    let epp = endpoint::Params::new(quick);
+    if let Some(Only::Endpoint) = only {
+        let e = endpoint::measure(&scratch, &epp)?;
+        println!(
+            "## Goals\n\n{}\n## Method\n\n{}\n## Results\n\n{}",
+            goal_table(e.goals()),
+            e.method(&epp),
+            e.table()
         );
         return Ok(());
     }
@@ -116,11 +131,14 @@ pub fn run(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     let requests = requests::measure(&scratch, &rq)?;
     let t = section("requests", t);
     let history = history::measure(&scratch, &hp)?;
-    section("history", t);
+    let t = section("history", t);
+    let endpoint = endpoint::measure(&scratch, &epp)?;
+    section("endpoint", t);
     let took = started.elapsed();
 
     let report = report(
-        quick, &op, &fp, &rq, &hp, &overhead, &footprint, &accuracy, &requests, &history, took,
+        quick, &op, &fp, &rq, &hp, &epp, &overhead, &footprint, &accuracy, &requests, &history,
+        &endpoint, took,
     );
     std::fs::write(workspace_root().join("BENCHMARKS.md"), &report)
         .context("writing BENCHMARKS.md")?;
@@ -150,11 +168,13 @@ fn report(
     fp: &footprint::Params,
     rq: &requests::Params,
     hp: &history::Params,
+    epp: &endpoint::Params,
     o: &overhead::Overhead,
     f: &[footprint::Row],
     a: &accuracy::Accuracy,
     r: &requests::Requests,
     h: &history::History,
+    e: &endpoint::Endpoint,
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -177,6 +197,7 @@ fn report(
     let mut rows = goals(o, f, a);
     rows.extend(r.goals(rq));
     rows.extend(h.goals());
+    rows.extend(e.goals());
     s.push_str(&goal_table(rows));
     s.push_str("\n## Method\n\n");
     let _ = writeln!(
@@ -251,12 +272,15 @@ fn report(
     s.pop();
     s.push_str(&r.method(rq));
     s.push_str(&h.method(hp));
+    s.push_str(&e.method(epp));
     s.push_str("\n## Results\n\n");
     s.push_str(&o.tables(op));
     s.push_str(&footprint::table(f));
     s.push_str(&a.table());
     s.push_str(&r.table(rq));
     s.push_str(&h.table());
+    s.push_str("\n### 8. The endpoint secured\n");
+    s.push_str(&e.table());
     s
 }
 
