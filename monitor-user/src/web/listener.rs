@@ -44,8 +44,11 @@ pub async fn serve(
                 continue;
             }
         };
-        let tls = web.as_ref().and_then(|w| w.current().tls.clone());
-        let http2 = web.as_ref().is_none_or(|w| w.current().config.http2);
+        // The config in force when the connection came (a renewed certificate applies to the
+        // next one).
+        let active = web.as_ref().map(WebConfigWatch::current);
+        let tls = active.as_ref().and_then(|a| a.tls.clone());
+        let http2 = active.as_ref().is_none_or(|a| a.config.http2);
         let router = router.clone();
         tokio::spawn(async move {
             let _slot = slot;

@@ -160,10 +160,11 @@ impl Drop for Daemon {
 /// milliseconds of each, the first including the connection's setup.
 fn scrape_times(url: &str, args: &[String], n: usize) -> anyhow::Result<Vec<f64>> {
     let out = Command::new("curl")
-        .args(["-sS", "--http1.1", "--fail", "-o", "/dev/null"])
+        .args(["-sS", "--http1.1", "--fail"])
         .args(args)
         .args(["-w", "%{time_total}\\n"])
-        .args(std::iter::repeat_n(url, n))
+        // `-o` holds for one URL: one for each.
+        .args((0..n).flat_map(|_| ["-o", "/dev/null", url]))
         .output()
         .context("running curl (Debian package curl)")?;
     if !out.status.success() {
@@ -253,7 +254,7 @@ impl Endpoint {
 
     pub fn method(&self, p: &Params) -> String {
         format!(
-            "- **Securing the endpoint (8).** Two `monitor run --pid` of the same build watch one `workload serve`: one plain, \
+            "- **Securing the endpoint (8).** Two `monitor run --pid` of the same build watch one `workload mixed`: one plain, \
              one with `--web.config.file` (TLS with a P-256 certificate made by openssl, one basic-auth user with a cost-10 \
              bcrypt hash from Debian's libxcrypt). 6 s after each serves, {} rounds, the order of the two reversed every other \
              round; in each, `curl --http1.1` makes {} requests to each `/metrics` on one kept connection (as Prometheus \

@@ -36,9 +36,14 @@ use crate::{
 /// Metrics, events (with syscall and route context) and the live page, readable by anyone who
 /// can reach the port: say so loudly, and how to close it, when that is more than this host.
 fn warn_if_exposed(listen: std::net::SocketAddr, web: Option<&WebConfigWatch>) {
+    // Protected: encrypted, and only for those with a password or a verified certificate.
     let protected = web.is_some_and(|w| {
         let active = w.current();
-        active.tls.is_some() && !active.config.users.is_empty()
+        let config = &active.config;
+        let verified_clients = config.tls.as_ref().is_some_and(|t| {
+            t.client_auth == crate::web::web_config::ClientAuth::RequireAndVerifyClientCert
+        });
+        active.tls.is_some() && (!config.users.is_empty() || verified_clients)
     });
     if !listen.ip().is_loopback() && !protected {
         warn!(
