@@ -997,6 +997,7 @@ fn observe(
     config: &toml::Table,
     probes: (&str, &str),
     target: &str,
+    trace: Option<&Path>,
 ) -> Observed {
     let scratch = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -1026,7 +1027,28 @@ fn observe(
         })
         .collect();
     let log_file = scratch.path().join("log");
-    let mut child = Command::new("setpriv")
+    // strace, when asked, follows setpriv into monitor and writes the calls it is told to trace
+    // (seccomp-bpf: the others do not stop).
+    let mut cmd = match trace {
+        Some(file) => {
+            let mut cmd = Command::new("strace");
+            cmd.args([
+                "-f",
+                "-qq",
+                "--seccomp-bpf",
+                "-e",
+                "trace=bpf,perf_event_open",
+                "-o",
+            ])
+            .arg(file)
+            .arg("setpriv");
+            cmd
+        }
+        None => Command::new("setpriv"),
+    };
+    // Its own process group, which stop() ends whole (strace and the daemon it runs).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
         .args([
             "--inh-caps=-all",
             &format!("--bounding-set=-all,{}", bounding.join(",")),
@@ -1039,7 +1061,7 @@ fn observe(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_file).unwrap())
         .spawn()
-        .expect("starting setpriv (util-linux)");
+        .expect("starting setpriv (util-linux) or strace");
     let get = |path: &str| -> Option<(u16, String)> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -1080,7 +1102,18 @@ fn observe(
     };
     let healthy = get(probes.0).map_or(0, |(s, _)| s);
     let metrics = get("/metrics").map(|(_, m)| m).unwrap_or_default();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    // Under strace the daemon is strace's child.
+    let daemon = match trace {
+        Some(_) => std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("strace's child")
+            .parse()
+            .unwrap(),
+        None => child.id(),
+    };
+    let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap();
     let effective = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -1096,13 +1129,16 @@ fn observe(
     }
 }
 
+/// Ends the process group `child` leads (the daemon, and strace around it).
 fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let group = -(child.id() as i32);
+    // SAFETY: kill(2) on the process group of our own child.
+    unsafe { libc::kill(group, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
-            let _ = child.kill();
+            // SAFETY: as above.
+            unsafe { libc::kill(group, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1184,7 +1220,8 @@ fn manifest_capabilities_are_needed_and_enough() {
     let value =
         |o: &Observed, name: &str| metric_value(&o.metrics, name, &[("target", comm.as_str())]);
 
-    let all = observe(&caps, &args, &config, probes, &comm);
+    let trace = dir.path().join("syscalls");
+    let all = observe(&caps, &args, &config, probes, &comm, Some(&trace));
     let context = |o: &Observed| format!("ready {:?}\nlog:\n{}", o.ready, o.log);
     assert_eq!(all.healthy, 200, "{}", context(&all));
     assert_eq!(
@@ -1215,6 +1252,25 @@ fn manifest_capabilities_are_needed_and_enough() {
         context(&all)
     );
 
+    // What daemonset.yaml says of seccomp: of the calls a runtime's default profile keeps from
+    // a container without CAP_SYS_ADMIN, monitor makes bpf(2) and never perf_event_open(2) (raw
+    // tracepoints attach through bpf(2)), so a Localhost profile needs bpf added and no more.
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        calls.contains("bpf(BPF_PROG_LOAD") && calls.contains("bpf(BPF_RAW_TRACEPOINT_OPEN"),
+        "strace saw no program loads or raw tracepoint attaches:\n{calls}"
+    );
+    assert!(
+        !calls.contains("perf_event_open("),
+        "monitor calls perf_event_open(2): daemonset.yaml's seccomp note (and the Localhost \
+         profile it describes) must add it:\n{}",
+        calls
+            .lines()
+            .filter(|l| l.contains("perf_event_open"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     for &cap in &caps {
         let Some(effect) = without(cap) else {
             panic!(
@@ -1227,7 +1283,7 @@ fn manifest_capabilities_are_needed_and_enough() {
             continue;
         }
         let fewer: Vec<Capability> = caps.iter().copied().filter(|&c| c != cap).collect();
-        let o = observe(&fewer, &args, &config, probes, &comm);
+        let o = observe(&fewer, &args, &config, probes, &comm, None);
         let shown = match effect {
             Without::NotReady => o.ready.0 == 503 && o.ready.1.contains("kernel program"),
             Without::FdsUncounted => value(&o, "app_open_fds") != Some(fds),
