@@ -8,6 +8,9 @@
 //  - the TypeScript compiler, on each document written as a literal of the model's interface:
 //    a field the interface lacks is an error (the excess-property check), as it is for
 //    `kubectl apply`, whose field validation is strict by default.
+// The pins (package.json): kubernetes-models 4.5.1 (the Kubernetes 1.33 API) and
+// @kubernetes-models/prometheus-operator 4.4.4, the newest whose releases run on Debian 12's
+// Node.js 18 (their 5.x and 6.x need Node.js 22).
 // YAML is read as YAML 1.1 (what Kubernetes' decoder reads: `on` is a boolean) with duplicate
 // keys refused.
 //
