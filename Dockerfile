@@ -30,8 +30,8 @@ COPY --from=build /monitor /usr/local/bin/monitor
 # Root, deliberately: Kubernetes grants added capabilities (BPF, PERFMON, ...) to uid 0 only,
 # and file capabilities on the binary would need privilege escalation at exec, which the
 # DaemonSet forbids (no_new_privs). The daemon drops every capability it no longer needs once
-# its programs are attached. The DaemonSet runs it with a read-only root filesystem; it writes
-# only its state directory (a volume).
+# its programs are attached. The DaemonSet runs it with a read-only root filesystem: it writes
+# its state directory and SQLite's temporary files in /tmp, both volumes there.
 USER 0:0
 ENTRYPOINT ["/usr/local/bin/monitor"]
 CMD ["--help"]

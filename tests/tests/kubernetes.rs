@@ -505,6 +505,20 @@ fn consistency(
             ds.at()
         )),
     }
+    // With a read-only root, SQLite (the history store) needs a writable temporary directory.
+    if ptr(container, "/securityContext/readOnlyRootFilesystem") == true
+        && !ptr(container, "/volumeMounts")
+            .as_array()
+            .is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["mountPath"] == "/tmp" && m["readOnly"] != true)
+            })
+    {
+        problem(format!(
+            "{}: the root filesystem is read-only and /tmp is no writable mount (SQLite's temporary files)",
+            ds.at()
+        ));
+    }
     match mount_of(pod, container, |v| {
         v["hostPath"]["path"] == "/sys/fs/cgroup"
     }) {
@@ -904,6 +918,12 @@ fn breakages_are_caught() {
             "  - service.yaml\n",
             "",
             "service.yaml",
+        ),
+        (
+            "daemonset.yaml",
+            "            - name: tmp\n              mountPath: /tmp\n",
+            "",
+            "/tmp",
         ),
         (
             "namespace.yaml",
