@@ -1005,54 +1005,129 @@ struct Observed {
     /// The daemon's effective capabilities after its drop.
     effective: u64,
     log: String,
+    /// What strace wrote, when asked for.
+    syscalls: Option<String>,
 }
 
-/// `setpriv` giving exactly what a container with `caps` added gets (uid 0: the bounding set
-/// becomes the permitted and effective sets at exec; allowPrivilegeEscalation false is
-/// no_new_privs), running `monitor ARGS` with the config at a copy of `config` that listens on
-/// loopback and keeps its state in a scratch directory.
-fn observe(
-    caps: &[Capability],
-    args: &[String],
-    config: &toml::Table,
-    probes: (&str, &str),
-    target: &str,
-    trace: Option<&Path>,
-) -> Observed {
-    let scratch = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut config = config.clone();
-    config.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    let alerting = config
-        .entry("alerting")
-        .or_insert_with(|| toml::Table::new().into())
-        .as_table_mut()
-        .unwrap();
-    alerting.insert(
-        "state_dir".into(),
-        scratch.path().join("state").display().to_string().into(),
-    );
-    let config_file = scratch.path().join("monitor.toml");
-    std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
-    let mut args = args.to_vec();
-    args.retain(|a| !a.starts_with("--config"));
-    args.push(format!("--config={}", config_file.display()));
-    let bounding: Vec<String> = caps
-        .iter()
-        .map(|c| {
-            format!(
-                "+{}",
-                c.to_string().trim_start_matches("CAP_").to_lowercase()
-            )
-        })
-        .collect();
-    let log_file = scratch.path().join("log");
-    // strace, when asked, follows setpriv into monitor and writes the calls it is told to trace
-    // (seccomp-bpf: the others do not stop).
-    let mut cmd = match trace {
-        Some(file) => {
-            let mut cmd = Command::new("strace");
+/// How the DaemonSet runs the daemon, taken from the manifests.
+struct Setup {
+    args: Vec<String>,
+    config: toml::Table,
+    probes: (String, String),
+    target: String,
+    /// readOnlyRootFilesystem.
+    read_only_root: bool,
+    /// Where writable emptyDir volumes are mounted (tmpfs in the sandbox).
+    empty_dirs: Vec<String>,
+}
+
+impl Setup {
+    fn from(documents: &[Document]) -> Self {
+        let ds = one(documents, "DaemonSet").unwrap();
+        let pod = ptr(&ds.object, "/spec/template/spec");
+        let container = ptr(pod, "/containers/0");
+        let args: Vec<String> = ptr(container, "/args")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        let path = |probe: &str| {
+            ptr(container, &format!("/{probe}/httpGet/path"))
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let configmap = one(documents, "ConfigMap").unwrap();
+        let empty_dirs = ptr(container, "/volumeMounts")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["readOnly"] != true)
+            .filter(|m| {
+                ptr(pod, "/volumes")
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["name"] == m["name"] && !v["emptyDir"].is_null())
+            })
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect();
+        Self {
+            target: flag(&args, "--comm").unwrap(),
+            config: ptr(&configmap.object, "/data/monitor.toml")
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            probes: (path("livenessProbe"), path("readinessProbe")),
+            read_only_root: ptr(container, "/securityContext/readOnlyRootFilesystem") == true,
+            empty_dirs,
+            args,
+        }
+    }
+
+    /// Runs `monitor ARGS` as the container would: in a mount namespace of its own whose root
+    /// is read-only when the manifest's is, with a tmpfs at each emptyDir mount; under `setpriv`
+    /// giving exactly what a container with `caps` added gets (uid 0: the bounding set becomes
+    /// the permitted and effective sets at exec; allowPrivilegeEscalation false is
+    /// no_new_privs). The config is the ConfigMap's, listening on loopback and keeping its state
+    /// in a scratch directory (writable, as the hostPath is). Under strace when `trace`.
+    fn observe(&self, caps: &[Capability], trace: bool) -> Observed {
+        // Not under /tmp, which the sandbox covers with its tmpfs.
+        let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let port = free_port();
+        let mut config = self.config.clone();
+        config.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        let alerting = config
+            .entry("alerting")
+            .or_insert_with(|| toml::Table::new().into())
+            .as_table_mut()
+            .unwrap();
+        alerting.insert(
+            "state_dir".into(),
+            scratch.path().join("state").display().to_string().into(),
+        );
+        let config_file = scratch.path().join("monitor.toml");
+        std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
+        let mut args = self.args.clone();
+        args.retain(|a| !a.starts_with("--config"));
+        args.push(format!("--config={}", config_file.display()));
+        let bounding: Vec<String> = caps
+            .iter()
+            .map(|c| {
+                format!(
+                    "+{}",
+                    c.to_string().trim_start_matches("CAP_").to_lowercase()
+                )
+            })
+            .collect();
+        // The sandbox: the scratch directory a mount of its own (so it stays writable), the
+        // emptyDirs, then the root read-only; propagation private, so the host sees none of it.
+        let sandbox = "set -e; scratch=$1; ro=$2; shift 2; mount --bind \"$scratch\" \"$scratch\"; \
+                       while [ \"$1\" != -- ]; do mount -t tmpfs -o size=64m tmpfs \"$1\"; shift; done; \
+                       shift; if [ \"$ro\" = 1 ]; then mount -o remount,bind,ro /; fi; exec \"$@\"";
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            sandbox,
+            "sh",
+        ])
+        .arg(scratch.path())
+        .arg(if self.read_only_root { "1" } else { "0" })
+        .args(&self.empty_dirs)
+        .arg("--");
+        // strace, when asked, follows setpriv into monitor and writes the calls it is told to
+        // trace (seccomp-bpf: the others do not stop).
+        let trace_file = scratch.path().join("syscalls");
+        if trace {
             cmd.args([
+                "strace",
                 "-f",
                 "-qq",
                 "--seccomp-bpf",
@@ -1060,92 +1135,99 @@ fn observe(
                 "trace=bpf,perf_event_open",
                 "-o",
             ])
-            .arg(file)
-            .arg("setpriv");
-            cmd
+            .arg(&trace_file);
         }
-        None => Command::new("setpriv"),
-    };
-    // Its own process group, which stop() ends whole (strace and the daemon it runs).
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .args([
-            "--inh-caps=-all",
-            &format!("--bounding-set=-all,{}", bounding.join(",")),
-            "--no-new-privs",
-        ])
-        .arg(monitor_bin())
-        .args(&args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_file).unwrap())
-        .spawn()
-        .expect("starting setpriv (util-linux) or strace");
-    let get = |path: &str| -> Option<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent
-            .get(&format!("http://127.0.0.1:{port}{path}"))
-            .call()
-            .ok()?;
-        Some((
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ))
-    };
-    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
-    // Loading the programs parses the kernel's BTF: seconds on a loaded host.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        if let Some((status, body)) = get(probes.1) {
-            let target_seen = get("/metrics")
-                .is_some_and(|(_, m)| m.contains(&format!("app_up{{target=\"{target}\"}}")));
-            if target_seen && !body.contains("no sample taken yet") {
-                break (status, body);
+        // Its own process group, which stop() ends whole (strace and the daemon it runs).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let log_file = scratch.path().join("log");
+        let mut child = cmd
+            .args([
+                "setpriv",
+                "--inh-caps=-all",
+                &format!("--bounding-set=-all,{}", bounding.join(",")),
+                "--no-new-privs",
+            ])
+            .arg(monitor_bin())
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_file).unwrap())
+            .spawn()
+            .expect("starting unshare (util-linux)");
+        let get = |path: &str| -> Option<(u16, String)> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut r = agent
+                .get(&format!("http://127.0.0.1:{port}{path}"))
+                .call()
+                .ok()?;
+            Some((
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ))
+        };
+        let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+        let metric = |text: &str, name: &str| metric_value(text, name, &[]);
+        // Loading the programs parses the kernel's BTF: seconds on a loaded host. Sampled, and
+        // the first sample's history batch written (or refused), unless no history is kept.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (ready, metrics) = loop {
+            if let (Some((status, body)), Some((_, metrics))) =
+                (get(&self.probes.1), get("/metrics"))
+            {
+                let target_seen =
+                    metrics.contains(&format!("app_up{{target=\"{}\"}}", self.target));
+                let written = metric(&metrics, "monitor_history_points_written_total")
+                    .is_none_or(|n| n > 0.0)
+                    || metric(&metrics, "monitor_history_write_errors_total")
+                        .is_some_and(|n| n > 0.0);
+                if target_seen && written && !body.contains("no sample taken yet") {
+                    break ((status, body), metrics);
+                }
             }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "monitor exited ({status}) under capabilities {caps:?}:\n{}",
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "monitor exited ({status}) under capabilities {caps:?}:\n{}",
+                    log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "monitor did not sample within 60 s:\n{}",
                 log()
             );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let healthy = get(&self.probes.0).map_or(0, |(s, _)| s);
+        // unshare and sh exec what follows them; under strace the daemon is strace's child.
+        let daemon = match trace {
+            true => std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .expect("strace's child")
+                .parse()
+                .unwrap(),
+            false => child.id(),
+        };
+        let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap();
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        stop(&mut child);
+        Observed {
+            ready,
+            healthy,
+            metrics,
+            effective,
+            log: log(),
+            syscalls: trace.then(|| std::fs::read_to_string(&trace_file).unwrap()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "monitor did not sample within 60 s:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let healthy = get(probes.0).map_or(0, |(s, _)| s);
-    let metrics = get("/metrics").map(|(_, m)| m).unwrap_or_default();
-    // Under strace the daemon is strace's child.
-    let daemon = match trace {
-        Some(_) => std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .expect("strace's child")
-            .parse()
-            .unwrap(),
-        None => child.id(),
-    };
-    let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-        .unwrap();
-    stop(&mut child);
-    Observed {
-        ready,
-        healthy,
-        metrics,
-        effective,
-        log: log(),
     }
 }
 
@@ -1164,43 +1246,26 @@ fn stop(child: &mut Child) {
     }
 }
 
-/// The DaemonSet's capability set, arguments and monitor.toml run the real daemon against a
-/// target owned by another user (as an application's pod is): with the set, it is ready (every
-/// program attached), counts the target's fds as /proc does and drops all but what it keeps;
-/// without any one of them, something this test can see goes wrong (or the reason it cannot be
-/// seen on this kernel is stated).
+/// The DaemonSet's capability set, arguments, monitor.toml and read-only root run the real
+/// daemon against a target owned by another user (as an application's pod is): with the set,
+/// it is ready (every program attached), counts the target's fds as /proc does, writes its
+/// history and drops all but what it keeps; without any one of the capabilities, something
+/// this test can see goes wrong (or the reason it cannot be seen on this kernel is stated).
 #[test]
 fn manifest_capabilities_are_needed_and_enough() {
     require_root();
     let (documents, errors) = validate(&[manifests_dir()]).pop().unwrap();
     report("deploy/kubernetes", &errors);
+    let setup = Setup::from(&documents);
     let ds = one(&documents, "DaemonSet").unwrap();
-    let container = ptr(&ds.object, "/spec/template/spec/containers/0");
-    let caps: Vec<Capability> = added_capabilities(ptr(container, "/securityContext"))
-        .iter()
-        .map(|c| capability(c).unwrap())
-        .collect();
-    let args: Vec<String> = ptr(container, "/args")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let probes = (
-        ptr(container, "/livenessProbe/httpGet/path")
-            .as_str()
-            .unwrap(),
-        ptr(container, "/readinessProbe/httpGet/path")
-            .as_str()
-            .unwrap(),
-    );
-    let configmap = one(&documents, "ConfigMap").unwrap();
-    let config: toml::Table = ptr(&configmap.object, "/data/monitor.toml")
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let comm = flag(&args, "--comm").unwrap();
+    let caps: Vec<Capability> = added_capabilities(ptr(
+        &ds.object,
+        "/spec/template/spec/containers/0/securityContext",
+    ))
+    .iter()
+    .map(|c| capability(c).unwrap())
+    .collect();
+    let comm = setup.target.clone();
 
     // The target: sleep under the --comm name, run by nobody (from a directory it may enter).
     let dir = tempfile::tempdir().unwrap();
@@ -1215,13 +1280,15 @@ fn manifest_capabilities_are_needed_and_enough() {
         .find(|p| Path::new(p).exists())
         .expect("sleep");
     std::fs::copy(sleep, &program).unwrap();
-    let mut target = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&program)
-        .arg("600")
-        .spawn()
-        .unwrap();
-    let target_pid = target.id();
+    let target = Reaped(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&program)
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let target_pid = target.0.id();
     // Its comm is set at exec: wait for it, so the daemon does not start before the target is.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(format!("/proc/{target_pid}/comm"))
@@ -1240,8 +1307,7 @@ fn manifest_capabilities_are_needed_and_enough() {
     let value =
         |o: &Observed, name: &str| metric_value(&o.metrics, name, &[("target", comm.as_str())]);
 
-    let trace = dir.path().join("syscalls");
-    let all = observe(&caps, &args, &config, probes, &comm, Some(&trace));
+    let all = setup.observe(&caps, true);
     let context = |o: &Observed| format!("ready {:?}\nlog:\n{}", o.ready, o.log);
     assert_eq!(all.healthy, 200, "{}", context(&all));
     assert_eq!(
@@ -1256,6 +1322,15 @@ fn manifest_capabilities_are_needed_and_enough() {
     assert!(
         !attached.is_empty() && attached.iter().all(|(_, v)| *v == 1.0),
         "{attached:?}"
+    );
+    // The history store works under the read-only root (its directory and SQLite's temporary
+    // files are where the manifest's volumes are).
+    let history = |name: &str| metric_value(&all.metrics, name, &[]);
+    assert!(
+        history("monitor_history_points_written_total").is_some_and(|n| n > 0.0)
+            && history("monitor_history_write_errors_total") == Some(0.0),
+        "the history store did not write under the manifest's mounts: {}",
+        context(&all)
     );
     // What the daemon keeps: DAC_READ_SEARCH, and BPF on kernels that check it at every map
     // access (before 6.5).
@@ -1275,7 +1350,7 @@ fn manifest_capabilities_are_needed_and_enough() {
     // What daemonset.yaml says of seccomp: of the calls a runtime's default profile keeps from
     // a container without CAP_SYS_ADMIN, monitor makes bpf(2) and never perf_event_open(2) (raw
     // tracepoints attach through bpf(2)), so a Localhost profile needs bpf added and no more.
-    let calls = std::fs::read_to_string(&trace).unwrap();
+    let calls = all.syscalls.as_deref().unwrap();
     assert!(
         calls.contains("bpf(BPF_PROG_LOAD") && calls.contains("bpf(BPF_RAW_TRACEPOINT_OPEN"),
         "strace saw no program loads or raw tracepoint attaches:\n{calls}"
@@ -1303,7 +1378,7 @@ fn manifest_capabilities_are_needed_and_enough() {
             continue;
         }
         let fewer: Vec<Capability> = caps.iter().copied().filter(|&c| c != cap).collect();
-        let o = observe(&fewer, &args, &config, probes, &comm, None);
+        let o = setup.observe(&fewer, false);
         let shown = match effect {
             Without::NotReady => o.ready.0 == 503 && o.ready.1.contains("kernel program"),
             Without::FdsUncounted => value(&o, "app_open_fds") != Some(fds),
@@ -1320,6 +1395,15 @@ fn manifest_capabilities_are_needed_and_enough() {
             o.effective
         );
     }
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
+}
+
+/// A child killed and reaped when dropped, a failed assertion included.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
