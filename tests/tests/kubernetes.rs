@@ -848,8 +848,8 @@ fn breakages_are_caught() {
         ),
         (
             "daemonset.yaml",
-            "type: Unconfined\n            # The runtime",
-            "type: RuntimeDefault\n            # The runtime",
+            "type: Unconfined\n",
+            "type: RuntimeDefault\n",
             "seccompProfile",
         ),
         (
