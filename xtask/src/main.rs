@@ -25,7 +25,8 @@ struct Cli {
 enum Cmd {
     /// Install what building needs (rust-src for nightly, bpf-linker against the nightly's LLVM).
     Setup {
-        /// Also install what the tests and benchmarks need (Debian packages, the Python venv).
+        /// Also install what the tests and benchmarks need (Debian packages, the Python venv,
+        /// the Kubernetes manifest validator's Node.js modules).
         #[arg(long)]
         test_deps: bool,
     },
@@ -69,6 +70,11 @@ fn main() -> anyhow::Result<()> {
             if test_deps {
                 setup::test_dependencies()?;
                 setup::python_env()?;
+                let modules = setup::node_env()?;
+                eprintln!(
+                    "xtask: the Kubernetes manifest validator's modules: MONITOR_TEST_NODE_MODULES={}",
+                    modules.display()
+                );
             }
             Ok(())
         }
@@ -218,13 +224,16 @@ fn test(tools: &setup::Tools) -> anyhow::Result<()> {
     let workload = release_bin("workload");
     // The venv's python3 that starts the FastAPI servers of tests/servers.
     let python = setup::python_env()?;
+    // kubernetes-models and TypeScript, which check deploy/kubernetes.
+    let node_modules = setup::node_env()?;
     status(
         cargo(tools)
             // Default members: everything but the kernel crate, which only builds for bpfel.
             .args(["test", "--release", "--", "--test-threads=1"])
             .env("MONITOR_BIN", &monitor)
             .env("WORKLOAD_BIN", &workload)
-            .env("MONITOR_TEST_PYTHON", &python),
+            .env("MONITOR_TEST_PYTHON", &python)
+            .env("MONITOR_TEST_NODE_MODULES", &node_modules),
     )?;
     // The variants for kernels older than this host's, on this host too: they are what a kernel
     // whose BTF lacks the tracepoint prototypes gets, and the matrix should not be their only run.

@@ -306,6 +306,67 @@ pub fn python_env() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// The node_modules of the Kubernetes manifest validator (tests/kubernetes: kubernetes-models,
+/// its prometheus-operator models, TypeScript, yaml), installed by `npm ci` from the committed
+/// package.json and package-lock.json into the tool cache, in a directory named after a hash of
+/// both, so a change of pins installs anew. Node.js and npm come from Debian when missing
+/// (bookworm's Node.js 18 suffices; a machine with another Node.js that bundles npm keeps it). A
+/// marker holding the pins, written last, tells a finished install from a half-made one, and
+/// lets the test find this directory (tests/tests/kubernetes.rs). Returns the node_modules.
+pub fn node_env() -> anyhow::Result<PathBuf> {
+    let dir = crate::workspace_root().join("tests/kubernetes");
+    let files = ["package.json", "package-lock.json"];
+    let mut pins = Vec::new();
+    for name in files {
+        let path = dir.join(name);
+        pins.extend(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let root = cache_dir().join(format!("node-{:016x}", fnv1a64(&pins)));
+    let modules = root.join("node_modules");
+    let marker = root.join(".complete");
+    if std::fs::read(&marker).is_ok_and(|m| m == pins) && modules.exists() {
+        return Ok(modules);
+    }
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !runs("node") || !runs("npm") {
+        debian_packages(&["nodejs", "npm"])?;
+    }
+    eprintln!(
+        "xtask: installing the Kubernetes manifest validator into {} (npm ci, seconds)",
+        root.display()
+    );
+    if root.exists() {
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("removing the half-made {}", root.display()))?;
+    }
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    for name in files {
+        std::fs::copy(dir.join(name), root.join(name))
+            .with_context(|| format!("copying {name} into {}", root.display()))?;
+    }
+    status(
+        Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--loglevel=warn",
+            ])
+            .current_dir(&root),
+    )
+    .context("installing tests/kubernetes/package-lock.json (needs the npm registry)")?;
+    std::fs::write(&marker, &pins).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(modules)
+}
+
 /// FNV-1a, 64 bits: a hash that stays the same across Rust releases (std's DefaultHasher may not).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
