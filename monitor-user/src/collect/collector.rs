@@ -122,6 +122,8 @@ pub struct Collector {
     /// /proc-only mode: context switches per (pid, start time, tid): the kernel keeps them per
     /// thread, and the process-level status file shows the leader's alone.
     switch_totals: ProcTotals<(u32, u64, u32), 2>,
+    /// Whether an unreadable /proc/PID/fd was reported: once, not at every sample.
+    fds_unreadable_reported: bool,
 }
 
 impl Collector {
@@ -154,6 +156,7 @@ impl Collector {
             joined: Joined::default(),
             proc_totals: ProcTotals::default(),
             switch_totals: ProcTotals::default(),
+            fds_unreadable_reported: false,
         };
         collector.refresh_members()?;
         Ok(collector)
@@ -328,7 +331,7 @@ impl Collector {
             processes: members.len() as u64,
             ..Sample::default()
         };
-        let (mut vms, mut fds, mut threads) = (0, 0, 0);
+        let (mut vms, mut fds, mut threads) = (0, Some(0), 0);
         let (mut live_min, mut live_maj) = (0, 0);
         let (mut seen_processes, mut seen_threads) = (HashSet::new(), HashSet::new());
         for &pid in &members {
@@ -341,7 +344,23 @@ impl Collector {
             vms += stat.vsize_bytes;
             threads += stat.num_threads;
             if due.fds_threads {
-                fds += self.procfs.open_fds(pid).unwrap_or(0);
+                match self.procfs.open_fds(pid) {
+                    Ok(n) => fds = fds.map(|f| f + n),
+                    Err(e) if e.is_vanished() => {}
+                    // Unreadable (no CAP_DAC_READ_SEARCH for another user's process): no count
+                    // rather than a count of 0, which looks like a real, and wrong, value.
+                    Err(e) => {
+                        if !self.fds_unreadable_reported {
+                            tracing::error!(
+                                "cannot count the open fds of pid {pid}: {e}; the open-fds \
+                                 series stays unset (monitor needs CAP_DAC_READ_SEARCH to read \
+                                 another user's /proc/PID/fd)"
+                            );
+                            self.fds_unreadable_reported = true;
+                        }
+                        fds = None;
+                    }
+                }
             }
             if self.probes.is_some() {
                 for tid in self.procfs.threads(pid).unwrap_or_default() {
@@ -375,7 +394,7 @@ impl Collector {
         }
         s.vms_bytes = due.vms.then_some(vms);
         s.threads = due.fds_threads.then_some(threads);
-        s.open_fds = due.fds_threads.then_some(fds);
+        s.open_fds = if due.fds_threads { fds } else { None };
         s.at_ns = monotonic_ns();
         match (&self.probes, kernel) {
             (Some(p), Some((c, _))) => {
@@ -445,6 +464,26 @@ mod tests {
         .unwrap();
         fs::write(root.join(format!("{pid}/comm")), "app\n").unwrap();
         fs::write(root.join(format!("{pid}/statm")), "100 10 5 1 0 20 0\n").unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_fd_directory_leaves_the_count_unset_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 7, 'S', 500);
+        fs::create_dir_all(dir.path().join("7/fd")).unwrap();
+        fs::write(dir.path().join("7/fd/0"), "").unwrap();
+        let procfs = ProcFs::with_units(dir.path(), 4096, 100);
+        let mut c = Collector::new(procfs, None, Selector::Pid(7), 0).unwrap();
+        let due = Due {
+            vms: true,
+            fds_threads: true,
+        };
+        assert_eq!(c.sample(due).unwrap().open_fds, Some(1));
+        // What EACCES on another user's fd directory does, as root can have it: not a directory
+        // that can be read.
+        fs::remove_dir_all(dir.path().join("7/fd")).unwrap();
+        fs::write(dir.path().join("7/fd"), "").unwrap();
+        assert_eq!(c.sample(due).unwrap().open_fds, None);
     }
 
     #[test]
