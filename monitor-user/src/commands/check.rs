@@ -77,7 +77,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         if bpf_ok {
             "can load and attach tracing programs".into()
         } else {
-            "missing CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant them (setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep)".into()
+            "missing CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant them (setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace+ep)".into()
         },
     );
     let unpriv =

@@ -10,8 +10,9 @@
 //!
 //! Capabilities are per thread, and a thread keeps what it had when it was started: the drop
 //! must happen while the process has one thread (before the runtime, the notifiers and the
-//! sampler start), and it also empties the bounding set of what is not kept and sets
-//! no_new_privs, so nothing the daemon runs later (an exec, a setuid binary) can get them back.
+//! sampler start), and it also empties the bounding set of what is not kept (when it holds
+//! CAP_SETPCAP, as root does) and sets no_new_privs, so nothing the daemon runs later (an exec, a
+//! setuid binary) can get them back.
 use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::collect::ebpf::maps::KernelMaps;
@@ -50,8 +51,9 @@ pub enum DropError {
 }
 
 /// Drops every capability but [`KEPT`] (and CAP_BPF when `keep_bpf`) for good: from the
-/// effective, permitted, inheritable, ambient and bounding sets, then sets no_new_privs. Refuses
-/// when the process runs more than one thread, whose capabilities this could not reach.
+/// effective, permitted, inheritable and ambient sets, and from the bounding set when CAP_SETPCAP
+/// allows, then sets no_new_privs. Refuses when the process runs more than one thread, whose
+/// capabilities this could not reach.
 pub fn drop_unneeded(keep_bpf: bool) -> Result<CapsHashSet, DropError> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(DropError::Threads)?
@@ -65,10 +67,15 @@ pub fn drop_unneeded(keep_bpf: bool) -> Result<CapsHashSet, DropError> {
     }
     let permitted = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
-    for cap in caps::read(None, CapSet::Bounding)? {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)?;
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next. A daemon
+    // started without it (the systemd unit grants only what loading and /proc need, as ambient
+    // capabilities of a non-root user) keeps the bounding set its service manager gave it; the
+    // permitted set and no_new_privs below are what keep an exec from regaining anything.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
+        for cap in caps::read(None, CapSet::Bounding)? {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)?;
+            }
         }
     }
     // Children must not regain anything through the ambient or inheritable sets.
