@@ -51,6 +51,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::NotifyTest(args) => {
             commands::notify_test::run(&args.config, &args.outbox, &args.alert_json, args.timeout)
         }
+        cli::Command::Completions { shell } => commands::completions::completions(shell),
+        cli::Command::Man { dir } => commands::completions::man(&dir),
     };
     match result {
         Ok(code) => code,

@@ -54,6 +54,18 @@ pub enum Command {
     /// delivered (exit 0) or the timeout passes (exit 2). For the integration tests.
     #[command(hide = true)]
     NotifyTest(NotifyTestArgs),
+    /// Print the completion script for a shell (e.g. `monitor completions bash >
+    /// /etc/bash_completion.d/monitor`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (monitor.1 and one per subcommand) into a directory. For packaging.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (made if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod check_config;
 pub mod cli;
+pub mod completions;
 pub mod events;
 pub mod history;
 pub mod notify_test;
