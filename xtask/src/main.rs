@@ -3,6 +3,7 @@
 //! Everything a fresh machine of this kind needs is installed here, idempotently, so that the
 //! README's two commands work from a clean clone.
 mod bench;
+mod package;
 mod setup;
 mod vm;
 
@@ -26,12 +27,15 @@ enum Cmd {
     /// Install what building needs (rust-src for nightly, bpf-linker against the nightly's LLVM).
     Setup {
         /// Also install what the tests and benchmarks need (Debian packages, the Python venv,
-        /// the Kubernetes manifest validator's Node.js modules).
+        /// the Kubernetes manifest validator's Node.js modules, cargo-deb).
         #[arg(long)]
         test_deps: bool,
     },
     /// Build the daemon (kernel programs included) in release mode.
     Build,
+    /// Set up, build the release binary and make the Debian package (target/debian/*.deb):
+    /// the binary, a hardened systemd unit, its config, man pages and shell completions.
+    Package,
     /// Set up, build and run `monitor run`. Without arguments, starts a demo workload and watches
     /// it, serving http://127.0.0.1:8001/metrics.
     Run {
@@ -75,12 +79,18 @@ fn main() -> anyhow::Result<()> {
                     "xtask: the Kubernetes manifest validator's modules: MONITOR_TEST_NODE_MODULES={}",
                     modules.display()
                 );
+                setup::cargo_deb()?;
             }
             Ok(())
         }
         Cmd::Build => {
             let tools = setup::toolchain()?;
             build(&tools)
+        }
+        Cmd::Package => {
+            let tools = setup::toolchain()?;
+            status(cargo(&tools).args(["build", "--release", "-p", "monitor-user"]))?;
+            package::build_deb().map(|_| ())
         }
         Cmd::Run { args } => {
             let tools = setup::toolchain()?;
@@ -91,7 +101,8 @@ fn main() -> anyhow::Result<()> {
             let tools = setup::toolchain()?;
             setup::test_dependencies()?;
             build(&tools)?;
-            test(&tools)?;
+            let deb = package::build_deb()?;
+            test(&tools, &deb)?;
             clean_clone_build()?;
             // The same kernel programs on the kernels users run (Debian 11, 12, 13), in QEMU.
             vm::run("all", &tools)
@@ -121,8 +132,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo builds: CARGO_TARGET_DIR (a relative one from the workspace root, where xtask runs
+/// cargo) or target/.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
 pub fn release_bin(name: &str) -> PathBuf {
-    workspace_root().join("target/release").join(name)
+    target_dir().join("release").join(name)
 }
 
 /// A cargo command with the tools directory (bpf-linker) first on PATH.
@@ -215,7 +235,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     result
 }
 
-fn test(tools: &setup::Tools) -> anyhow::Result<()> {
+fn test(tools: &setup::Tools, deb: &Path) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the test suite loads BPF programs and must run as root (sudo cargo xtask test)");
@@ -233,7 +253,9 @@ fn test(tools: &setup::Tools) -> anyhow::Result<()> {
             .env("MONITOR_BIN", &monitor)
             .env("WORKLOAD_BIN", &workload)
             .env("MONITOR_TEST_PYTHON", &python)
-            .env("MONITOR_TEST_NODE_MODULES", &node_modules),
+            .env("MONITOR_TEST_NODE_MODULES", &node_modules)
+            // tests/tests/package.rs installs it, runs it as its unit would, and purges it.
+            .env("MONITOR_DEB", deb),
     )?;
     // The variants for kernels older than this host's, on this host too: they are what a kernel
     // whose BTF lacks the tracepoint prototypes gets, and the matrix should not be their only run.

@@ -15,6 +15,9 @@ use anyhow::{Context as _, bail};
 use crate::status;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask package`). 3.8 builds with this machine's stable
+/// rustc (its rust-version is 1.85).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const NIGHTLY: &str = "nightly";
 
 /// Debian packages the tests and benchmarks start or compare against.
@@ -40,6 +43,14 @@ const TEST_PACKAGES: &[&str] = &[
     "xz-utils",
     "libcap-ng-dev",
     "libseccomp-dev",
+    // The package test: Debian's own checks of the .deb and of its systemd unit
+    // (systemd-analyze), man to render its man pages, setpriv (util-linux) and capsh to run it
+    // with the unit's capabilities.
+    "lintian",
+    "systemd",
+    "man-db",
+    "util-linux",
+    "libcap2-bin",
 ];
 
 pub struct Tools {
@@ -183,6 +194,32 @@ fn bpf_linker() -> anyhow::Result<Tools> {
     )
     .context("building bpf-linker; see ../shared/notes/ebpf-toolchain.md")?;
     Ok(tools)
+}
+
+/// cargo-deb, built from crates.io into the tool cache once (a directory per version, so a
+/// change of pin builds the new one). Returns the binary.
+pub fn cargo_deb() -> anyhow::Result<PathBuf> {
+    let root = cache_dir().join(format!("cargo-deb-{CARGO_DEB_VERSION}"));
+    let bin = root.join("bin/cargo-deb");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: building cargo-deb {CARGO_DEB_VERSION} (a few minutes on two cores)");
+    status(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+                "--locked",
+                "--root",
+            ])
+            .arg(&root)
+            // Its own build directory: not the workspace's target (CARGO_TARGET_DIR is honoured by
+            // cargo install and would mix its artefacts with ours).
+            .env_remove("CARGO_TARGET_DIR"),
+    )
+    .context("building cargo-deb (needs crates.io)")?;
+    Ok(bin)
 }
 
 fn link_llvm(lib: &Path, so: &Path) -> anyhow::Result<()> {
