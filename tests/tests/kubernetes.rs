@@ -963,7 +963,8 @@ enum Without {
     NotReady,
     /// The target's open fds are not counted (its fd directory is its owner's, mode 0500).
     FdsUncounted,
-    /// The daemon cannot drop its capabilities after attaching: it keeps BPF and PERFMON.
+    /// The daemon cannot empty its bounding set after attaching: BPF and PERFMON stay in it
+    /// (its effective and permitted sets drop them all the same).
     KeepsCapabilities,
     /// Nothing this kernel shows (why, in the string).
     NotObservableHere(&'static str),
@@ -988,6 +989,8 @@ struct Observed {
     metrics: String,
     /// The daemon's effective capabilities after its drop.
     effective: u64,
+    /// Its bounding set after the drop.
+    bounding: u64,
     log: String,
     /// What strace wrote, when asked for.
     syscalls: Option<String>,
@@ -1198,17 +1201,21 @@ impl Setup {
             false => child.id(),
         };
         let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap();
-        let effective = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap();
+        let mask = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap()
+        };
+        let (effective, bounding) = (mask("CapEff:"), mask("CapBnd:"));
         stop(&mut child);
         Observed {
             ready,
             healthy,
             metrics,
             effective,
+            bounding,
             log: log(),
             syscalls: trace.then(|| std::fs::read_to_string(&trace_file).unwrap()),
         }
@@ -1368,7 +1375,7 @@ fn manifest_capabilities_are_needed_and_enough() {
             Without::FdsUncounted => value(&o, "app_open_fds") != Some(fds),
             Without::KeepsCapabilities => {
                 let bpf_perfmon = Capability::CAP_BPF.bitmask() | Capability::CAP_PERFMON.bitmask();
-                o.effective & bpf_perfmon == bpf_perfmon
+                o.bounding & bpf_perfmon == bpf_perfmon
             }
             Without::NotObservableHere(_) => unreachable!(),
         };
