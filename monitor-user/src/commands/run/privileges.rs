@@ -5,8 +5,11 @@
 //! map and program creation); before that, with `kernel.unprivileged_bpf_disabled` set (the
 //! default), every map access needs CAP_BPF, so the daemon keeps it there: whether it is needed
 //! is tried on the running kernel (a stable kernel may carry the change), not read off its version.
-//! Reading other users' /proc/PID/{fd,task} needs CAP_SYS_PTRACE (PTRACE_MODE_READ) and
-//! CAP_DAC_READ_SEARCH. Everything else (CAP_SYS_ADMIN, CAP_PERFMON, ...) goes.
+//! Listing another user's /proc/PID/fd needs CAP_DAC_READ_SEARCH (the fd count); reading its fd
+//! links and /proc/PID/root needs CAP_SYS_PTRACE (PTRACE_MODE_READ: the target's listening port
+//! for the OpenAPI fetch, its cgroups through its root). Both were shown needed by running the
+//! daemon without each (tests/tests/package.rs, kubernetes.rs). Everything else (CAP_SYS_ADMIN,
+//! CAP_PERFMON, ...) goes.
 //!
 //! Capabilities are per thread, and a thread keeps what it had when it was started: the drop
 //! must happen while the process has one thread (before the runtime, the notifiers and the
