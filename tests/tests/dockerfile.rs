@@ -264,8 +264,11 @@ fn the_image_is_built_by_xtask_and_ships_its_binary() {
     }
     let main_rs = read("xtask/src/main.rs");
     assert!(
-        main_rs.contains("Cmd::Build =>") && main_rs.contains("join(\"target/release\")"),
-        "xtask no longer has the `build` command writing target/release that the Dockerfile uses"
+        main_rs.contains("Cmd::Build =>")
+            && main_rs.contains("None => workspace_root().join(\"target\")")
+            && main_rs.contains("target_dir().join(\"release\")"),
+        "xtask no longer has the `build` command writing target/release (without CARGO_TARGET_DIR, \
+         as in the Dockerfile) that the Dockerfile copies from"
     );
     // What it copies out of the build is what that command makes, taken from WORKDIR.
     let workdir = build

@@ -228,6 +228,29 @@ fn tls_config(pki: &Pki, tls_extra: &str, rest: &str) -> PathBuf {
     path
 }
 
+/// Writes `text` to `web` and asks both: whether `promtool check web-config` accepts it, whether
+/// `monitor check-config` of a TOML naming it does, and monitor's error.
+fn verdicts(web: &Path, text: &str) -> (bool, bool, String) {
+    std::fs::write(web, text).unwrap();
+    let toml = web.with_file_name("monitor.toml");
+    std::fs::write(&toml, "web_config_file = \"web.yml\"\n").unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "web-config"])
+        .arg(web)
+        .output()
+        .expect("promtool is installed by `cargo xtask test` (Debian package prometheus)");
+    let monitor = Command::new(monitor_bin())
+        .arg("check-config")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    (
+        promtool.status.success(),
+        monitor.status.success(),
+        String::from_utf8_lossy(&monitor.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn promtool_and_monitor_agree_on_which_web_configs_are_valid() {
     let pki = Pki::new();
@@ -332,29 +355,14 @@ fn promtool_and_monitor_agree_on_which_web_configs_are_valid() {
     ];
     let dir = pki.dir.path();
     let mut disagreements = Vec::new();
+    let web = dir.join("web.yml");
     for (name, text, names) in &cases {
-        let web = dir.join("web.yml");
-        std::fs::write(&web, text).unwrap();
-        let toml = dir.join("monitor.toml");
-        std::fs::write(&toml, "web_config_file = \"web.yml\"\n").unwrap();
-        let promtool = Command::new("promtool")
-            .args(["check", "web-config"])
-            .arg(&web)
-            .output()
-            .expect("promtool is installed by `cargo xtask test` (Debian package prometheus)");
-        let monitor = Command::new(monitor_bin())
-            .arg("check-config")
-            .arg(&toml)
-            .output()
-            .unwrap();
-        let error = String::from_utf8_lossy(&monitor.stderr);
-        if promtool.status.success() != monitor.status.success() {
+        let (promtool_accepts, monitor_accepts, error) = verdicts(&web, text);
+        if promtool_accepts != monitor_accepts {
             disagreements.push(format!(
-                "{name}: promtool {}, monitor {} ({error})",
-                promtool.status.success(),
-                monitor.status.success()
+                "{name}: promtool {promtool_accepts}, monitor {monitor_accepts} ({error})"
             ));
-        } else if !monitor.status.success() {
+        } else if !monitor_accepts {
             assert!(
                 error.contains(&web.display().to_string()) && error.contains(names),
                 "{name}: monitor's error should name {} and {names:?}: {error}",
@@ -387,22 +395,10 @@ fn promtool_and_monitor_agree_on_which_web_configs_are_valid() {
             "CurveP521",
         ),
     ] {
-        std::fs::write(dir.join("web.yml"), &text).unwrap();
-        let promtool = Command::new("promtool")
-            .args(["check", "web-config"])
-            .arg(dir.join("web.yml"))
-            .output()
-            .unwrap()
-            .status;
-        let monitor = Command::new(monitor_bin())
-            .arg("check-config")
-            .arg(dir.join("monitor.toml"))
-            .output()
-            .unwrap();
-        let error = String::from_utf8_lossy(&monitor.stderr);
-        assert!(promtool.success(), "{name}: promtool now refuses it too");
+        let (promtool_accepts, monitor_accepts, error) = verdicts(&web, &text);
+        assert!(promtool_accepts, "{name}: promtool now refuses it too");
         assert!(
-            !monitor.status.success() && error.contains(names),
+            !monitor_accepts && error.contains(names),
             "{name}: monitor should refuse it naming {names:?}: {error}"
         );
     }
