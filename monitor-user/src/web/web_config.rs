@@ -31,6 +31,7 @@ use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Deserializer, de};
@@ -245,14 +246,30 @@ pub struct WebConfigError {
 
 impl WebConfig {
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
+        Self::load_with_tls(path).map(|(config, _)| config)
+    }
+
+    /// The config and the rustls configuration its TLS settings make (built once: that is also
+    /// the check that its certificates, key and CA load).
+    pub fn load_with_tls(
+        path: &Path,
+    ) -> Result<(Self, Option<Arc<rustls::ServerConfig>>), WebConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| WebConfigError {
             path: path.to_owned(),
             message: format!("cannot read it: {e}"),
         })?;
-        Self::parse(&text, path)
+        Self::parse_with_tls(&text, path)
     }
 
+    #[cfg(test)]
     pub fn parse(text: &str, path: &Path) -> Result<Self, WebConfigError> {
+        Self::parse_with_tls(text, path).map(|(config, _)| config)
+    }
+
+    fn parse_with_tls(
+        text: &str,
+        path: &Path,
+    ) -> Result<(Self, Option<Arc<rustls::ServerConfig>>), WebConfigError> {
         let fail = |message: String| WebConfigError {
             path: path.to_owned(),
             message,
@@ -319,11 +336,13 @@ impl WebConfig {
         };
         // Certificates, keys and CAs must load now: a typo is found at start, not at the first
         // scrape.
-        if let Some(tls) = &config.tls {
-            super::tls::server_config(tls, config.http2)
-                .map_err(|e| fail(format!("{}.{e}", at("tls_server_config"))))?;
-        }
-        Ok(config)
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| super::tls::server_config(tls, config.http2))
+            .transpose()
+            .map_err(|e| fail(format!("{}.{e}", at("tls_server_config"))))?;
+        Ok((config, tls))
     }
 
     /// The files whose change means a reload: this one and the PEM files it names.

@@ -11,10 +11,7 @@ use std::{
 use rustls::ServerConfig;
 use tracing::{error, info};
 
-use super::{
-    tls,
-    web_config::{WebConfig, WebConfigError},
-};
+use super::web_config::{WebConfig, WebConfigError};
 
 /// One loaded web config with its TLS server configuration built.
 #[derive(Debug)]
@@ -25,16 +22,7 @@ pub struct ActiveWebConfig {
 
 impl ActiveWebConfig {
     fn load(path: &Path) -> Result<Self, WebConfigError> {
-        let config = WebConfig::load(path)?;
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|t| tls::server_config(t, config.http2))
-            .transpose()
-            .map_err(|message| WebConfigError {
-                path: path.to_owned(),
-                message: format!("tls_server_config.{message}"),
-            })?;
+        let (config, tls) = WebConfig::load_with_tls(path)?;
         Ok(Self { config, tls })
     }
 }
