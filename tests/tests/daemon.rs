@@ -397,16 +397,7 @@ fn last_sample_timestamp_follows_the_cadence() {
 
 /// GET `path` of a daemon on loopback: (status, body), for any status.
 fn get(port: u16, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .get(&format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    (r.status().as_u16(), body)
+    common::http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// The endpoints exporters have: healthy while serving, ready once the target is sampled with

@@ -1142,20 +1142,7 @@ impl Setup {
             .stderr(std::fs::File::create(&log_file).unwrap())
             .spawn()
             .expect("starting unshare (util-linux)");
-        let get = |path: &str| -> Option<(u16, String)> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let mut r = agent
-                .get(&format!("http://127.0.0.1:{port}{path}"))
-                .call()
-                .ok()?;
-            Some((
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            ))
-        };
+        let get = |path: &str| common::http_get(port, path).ok();
         let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
         let metric = |text: &str, name: &str| metric_value(text, name, &[]);
         // Loading the programs parses the kernel's BTF: seconds on a loaded host. Sampled, and

@@ -85,6 +85,20 @@ pub fn wait_listening(port: u16, what: &str) {
     }
 }
 
+/// GET `path` of a server on 127.0.0.1:`port`: (status, body) for any status, or why no answer
+/// came.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()?;
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    Ok((r.status().as_u16(), body))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
