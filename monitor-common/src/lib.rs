@@ -25,9 +25,10 @@ pub const TARGET_INDEX_DEFAULT_ENTRIES: u32 = 32768 / TARGET_INDEX_SPAN;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Upper bound on processes in the target set (all targets together).
 pub const MAX_TARGET_PROCESSES: u32 = 16384;
-/// Upper bound on live target threads whose on-CPU time is kept individually. Entries are
-/// removed at each thread's final switch-out, so this bounds threads alive at once, not threads
-/// ever made; a thread without an entry still has its whole on-CPU time counted when it dies.
+/// Upper bound on live target threads with a per-thread entry (switches, syscalls, exit state).
+/// Entries are removed at each thread's final switch-out or free, so this bounds threads alive
+/// at once, not threads ever made; a thread without an entry still has its on-CPU time counted
+/// when it dies.
 pub const MAX_TARGET_THREADS: u32 = 16384;
 /// Syscall starts of target threads whose start slot another target thread holds mid-call
 /// (their tids are equal modulo START_SLOTS).
@@ -38,7 +39,8 @@ pub const MAX_START_OVERFLOW: u32 = 4096;
 pub mod map_full {
     /// A target's fork could not join the target set: the child is not followed.
     pub const TARGETS: u32 = 0;
-    /// A target thread has no per-thread entry: its on-CPU time is counted at its death only.
+    /// A target thread has no per-thread entry: its slices' syscalls are not in its request
+    /// events, and if it is the last of its process, its time after its exit is not counted.
     pub const THREAD_STATS: u32 = 1;
     /// A syscall whose start slot was taken had no room in the overflow map: latency lost.
     pub const SYSCALL_STARTS: u32 = 2;
@@ -102,9 +104,12 @@ pub mod globals {
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetCounters {
-    /// On-CPU time of target threads as the scheduler accounts it (se.sum_exec_runtime), added
-    /// at each switch-out and exit.
-    pub oncpu_ns: u64,
+    /// On-CPU time of target threads that have ended, as the scheduler accounts it
+    /// (se.sum_exec_runtime), each counted whole and once. With sched_switch that happens at the
+    /// thread's final switch-out, when it has left /proc (user space reads live threads' time
+    /// there, so no thread is ever taken from both). Without it, at its exit (stale by the
+    /// running slice; user space then skips exiting threads) and the rest at its free.
+    pub exited_oncpu_ns: u64,
     /// Switches out while blocking (not preempted, not runnable).
     pub switches_voluntary: u64,
     /// Switches out by preemption.
@@ -162,8 +167,9 @@ pub const START_FLAG_DUPFD: u8 = 1;
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ThreadStats {
-    /// The thread's se.sum_exec_runtime when it was last accounted: on-CPU time since it started.
-    pub oncpu_ns: u64,
+    /// What of the thread's on-CPU time is in `TargetCounters::exited_oncpu_ns` already: 0
+    /// until it exits, and, without sched_switch, its total at exit (its free adds the rest).
+    pub oncpu_counted_ns: u64,
     pub switches_voluntary: u64,
     pub switches_involuntary: u64,
     pub tgid: u32,
@@ -178,14 +184,14 @@ pub struct ThreadStats {
     pub syscalls: u64,
 }
 
-/// The thread runs: every switch-out adds its on-CPU growth.
+/// The thread runs: its on-CPU time is user space's to read from /proc.
 pub const THREAD_LIVE: u16 = 0;
 /// The thread exited as the last of its process (kernels whose sched_process_exit says
 /// `group_dead`): its final switch-out also ends the process's membership.
 pub const THREAD_LAST_OF_GROUP: u16 = 1;
-/// The thread exited while sched_switch does not run: its time is counted when it is freed,
-/// when sum_exec_runtime is final.
-pub const THREAD_COUNT_AT_FREE: u16 = 2;
+/// The thread exited: its final switch-out counts its time, and its free counts whatever that
+/// did not (sched_switch not attached, or the process left the target set before it ran).
+pub const THREAD_EXITING: u16 = 2;
 
 const _: () = assert!(core::mem::size_of::<TargetCounters>() == 14 * 8);
 const _: () = assert!(core::mem::size_of::<SyscallStat>() == 16);
@@ -204,7 +210,7 @@ mod pod {
 impl TargetCounters {
     /// Field-wise sum, used to fold per-CPU copies together.
     pub fn add(&mut self, o: &Self) {
-        self.oncpu_ns += o.oncpu_ns;
+        self.exited_oncpu_ns += o.exited_oncpu_ns;
         self.switches_voluntary += o.switches_voluntary;
         self.switches_involuntary += o.switches_involuntary;
         self.faults_user += o.faults_user;

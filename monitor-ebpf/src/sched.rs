@@ -1,11 +1,12 @@
 //! On-CPU time and context switches from sched_switch.
 //!
-//! On-CPU time is the scheduler's own accounting: at each switch-out of a target thread the
-//! growth of its se.sum_exec_runtime since it was last seen is added, and at its final
-//! switch-out its per-thread entry goes. A switch event the program does not see loses nothing:
-//! the next one catches up. User space replaces the
-//! (slightly stale) values of live threads with their /proc schedstat, so slices still running
-//! count too; what only the kernel can give is the time of threads that are gone.
+//! On-CPU time is the scheduler's own accounting, taken from one place per thread: user space
+//! reads a live thread's from /proc schedstat, and this program counts a thread's whole
+//! se.sum_exec_runtime at its final switch-out, when the thread has left /proc (a leader stays as
+//! a zombie, which user space skips). No reading has to be taken at the same instant as another,
+//! so a switch between user space's reads cannot count a slice twice or not at all; a thread
+//! that dies between them is missing from one sample only. Other switch-outs count switches and
+//! the slice's syscalls, and read nothing of the task.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
@@ -80,39 +81,35 @@ fn try_sched_switch(ctx: &RawTracePointContext, state_from: StateFrom) -> Result
             StateFrom::Argument => ctx.arg(ARG_PREV_STATE),
             StateFrom::Task => task_state(prev)?,
         };
-        let oncpu = task_oncpu_ns(prev)?;
         if prev_state & TASK_DEAD != 0 {
-            final_switch_out(prev_tid, prev_tgid, slot, oncpu);
+            final_switch_out(prev_tid, prev_tgid, slot, task_oncpu_ns(prev)?);
         } else {
             let voluntary = (preempt & 0xff) == 0 && (prev_state & 0xffff_ffff) != 0;
-            account(
-                slot,
-                prev_tid,
-                prev_tgid,
-                oncpu,
-                Some(voluntary),
-                slice_syscalls,
-            );
+            account(slot, prev_tid, prev_tgid, Some(voluntary), slice_syscalls);
         }
     }
     Ok(())
 }
 
 /// A thread's last switch-out: its on-CPU time is final now (update_curr ran before the
-/// tracepoint; at sched_process_exit it is stale by the running slice), so it is counted and
-/// the entry goes. The thread is gone from /proc already (a leader stays as a zombie, which user
-/// space skips), so no reading counts it twice. A thread without an entry (the map was full) is
-/// counted whole. The switch itself is not counted, as the kernel's own switch counts
+/// tracepoint; at sched_process_exit it is stale by the running slice), so it is counted whole
+/// (less what its exit counted, nothing with this program attached) and the entry goes. The
+/// thread is gone from /proc already (a leader stays as a zombie, which user space skips), so no
+/// reading counts it twice. The switch itself is not counted, as the kernel's own switch counts
 /// (getrusage, /proc) leave it out. What a thread runs after its process released it (the tail
 /// of do_exit, a few microseconds) is counted too, though getrusage leaves it out.
 #[inline(always)]
 fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
     // Plain branches on copied fields: the BPF backend has turned Option combinators over a map
     // value into a read of a register a helper call had clobbered, which the verifier refuses.
-    let (has_entry, accounted, last_of_group) = match THREAD_STATS.get_ptr(tid) {
+    let (has_entry, counted, last_of_group) = match THREAD_STATS.get_ptr(tid) {
         // SAFETY: fields copied out at once; only this thread writes its entry.
         Some(t) if unsafe { (*t).tgid } == tgid => unsafe {
-            (true, (*t).oncpu_ns, (*t).exit_state == THREAD_LAST_OF_GROUP)
+            (
+                true,
+                (*t).oncpu_counted_ns,
+                (*t).exit_state == THREAD_LAST_OF_GROUP,
+            )
         },
         _ => (false, 0, false),
     };
@@ -120,7 +117,7 @@ fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
         let _ = THREAD_STATS.remove(tid);
     }
     if let Some(c) = counters(slot) {
-        c.oncpu_ns += oncpu_ns.saturating_sub(accounted);
+        c.exited_oncpu_ns += oncpu_ns.saturating_sub(counted);
     }
     if last_of_group {
         // The process's last thread leaves only now, so the exit path after
@@ -129,44 +126,29 @@ fn final_switch_out(tid: u32, tgid: u32, slot: u32, oncpu_ns: u64) {
     }
 }
 
-/// Brings a live target thread's on-CPU total up to `oncpu_ns` (its sum_exec_runtime now) and
-/// counts a switch when there was one. Returns whether the thread has an entry (it has none only
-/// when the map is full).
-///
-/// The first time a thread is seen, everything it ran since it started counts (a thread that ran
-/// before its process joined is not in the join baseline, see user space). A thread without an
-/// entry has had nothing of its on-CPU time counted, so when the map is full its time is still
-/// counted whole at its final switch-out: a full map delays on-CPU time until threads exit, it
-/// never loses it. User space covers the live ones from /proc. `syscalls` are the ones the
-/// thread made in the slice that ends (counted only while the requests family is attached).
+/// Counts a switch of a live target thread when there was one, and the syscalls it made in the
+/// slice that ends (counted only while the requests family is attached), in its per-thread entry
+/// (made here the first time). Returns whether the thread has an entry (it has none only when
+/// the map is full).
 #[inline(always)]
-pub fn account(
-    slot: u32,
-    tid: u32,
-    tgid: u32,
-    oncpu_ns: u64,
-    voluntary: Option<bool>,
-    syscalls: u64,
-) -> bool {
+pub fn account(slot: u32, tid: u32, tgid: u32, voluntary: Option<bool>, syscalls: u64) -> bool {
     let (vol, invol) = match voluntary {
         Some(true) => (1, 0),
         Some(false) => (0, 1),
         None => (0, 0),
     };
     // Only the thread itself writes its entry: plain adds.
-    let (ran, has_entry) = match THREAD_STATS.get_ptr_mut(tid) {
+    let has_entry = match THREAD_STATS.get_ptr_mut(tid) {
         Some(t) => unsafe {
             // SAFETY: live map value, single writer.
-            let ran = oncpu_ns.saturating_sub((*t).oncpu_ns);
-            (*t).oncpu_ns = oncpu_ns.max((*t).oncpu_ns);
             (*t).switches_voluntary += vol;
             (*t).switches_involuntary += invol;
             (*t).syscalls += syscalls;
-            (ran, true)
+            true
         },
         None => {
             let fresh = ThreadStats {
-                oncpu_ns,
+                oncpu_counted_ns: 0,
                 switches_voluntary: vol,
                 switches_involuntary: invol,
                 tgid,
@@ -175,15 +157,14 @@ pub fn account(
                 syscalls,
             };
             if THREAD_STATS.insert(tid, fresh, 0).is_ok() {
-                (oncpu_ns, true)
+                true
             } else {
                 count_map_full(map_full::THREAD_STATS);
-                (0, false)
+                false
             }
         }
     };
     if let Some(c) = counters(slot) {
-        c.oncpu_ns += ran;
         c.switches_voluntary += vol;
         c.switches_involuntary += invol;
     }

@@ -15,7 +15,9 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use aya_log_ebpf::debug;
-use monitor_common::{START_SLOTS, SyscallStart, THREAD_COUNT_AT_FREE, THREAD_LAST_OF_GROUP};
+use monitor_common::{
+    START_SLOTS, SyscallStart, THREAD_EXITING, THREAD_LAST_OF_GROUP, THREAD_LIVE,
+};
 
 use crate::{
     maps::{
@@ -122,31 +124,47 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
         GroupDead::Argument => ctx.arg::<u64>(ARG_GROUP_DEAD) & 0xff != 0,
         GroupDead::Unknown => false,
     };
-    // sum_exec_runtime is stale here (the running slice is added at the next update_curr), so
-    // on-CPU time is counted later: at the thread's final switch-out, or at its free when
-    // sched_switch does not run. The entry carries what that point must do.
+    // Every exiting thread gets an entry saying so, whatever its final switch-out does: if the
+    // process has left the target set by then, the thread's free still counts it. With
+    // sched_switch the thread is counted whole at its final switch-out, when it has left /proc,
+    // where user space reads it until then. Without it, nothing runs once the thread is gone
+    // from /proc but its free, an RCU grace period later: it is counted now, stale by its
+    // running slice, user space skips exiting threads, and the free adds the rest.
     let with_sched = sched_attached();
-    let mark = if with_sched {
+    let oncpu = task_oncpu_ns(task)?;
+    let counted = if with_sched { 0 } else { oncpu };
+    let mark = if group_dead && with_sched {
         THREAD_LAST_OF_GROUP
     } else {
-        THREAD_COUNT_AT_FREE
+        THREAD_EXITING
     };
-    let oncpu = task_oncpu_ns(task)?;
-    let marks_its_end = group_dead || !with_sched;
-    if marks_its_end && account(slot, tid, tgid, oncpu, None, 0) {
+    let has_entry = account(slot, tid, tgid, None, 0);
+    if has_entry {
         if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
             // SAFETY: live map value written only by this thread.
-            unsafe { (*t).exit_state = mark };
-        }
-    } else if marks_its_end {
-        // No room for an entry, so no later point will count it (without sched nothing does,
-        // and the last thread's process leaves the target set below, before its final
-        // switch-out): count what is known now (account added nothing).
-        if let Some(c) = counters(slot) {
-            c.oncpu_ns += oncpu;
+            unsafe {
+                (*t).exit_state = mark;
+                (*t).oncpu_counted_ns = counted;
+            }
         }
     }
-    if group_dead && !(with_sched && unsafe { THREAD_STATS.get(tid) }.is_some()) {
+    // No room for an entry: without sched_switch nothing later can count the thread, and the
+    // last thread's process leaves the target set below, before its final switch-out. Count
+    // what is known now (with sched_switch, a thread that is not the last is counted whole at
+    // its final switch-out, entry or not).
+    let count_now = if has_entry {
+        counted
+    } else if group_dead || !with_sched {
+        oncpu
+    } else {
+        0
+    };
+    if count_now != 0 {
+        if let Some(c) = counters(slot) {
+            c.exited_oncpu_ns += count_now;
+        }
+    }
+    if group_dead && !(with_sched && has_entry) {
         // No final switch-out will end it (sched_switch left out, or no entry to say so).
         leave_targets(tgid);
     }
@@ -170,15 +188,16 @@ fn try_free(ctx: &RawTracePointContext) -> Result<(), i64> {
     // Runs from an RCU callback: the current task is unrelated, the freed one is the argument.
     let task: *const u8 = ctx.arg(ARG_TASK);
     let (tid, tgid) = task_ids(task)?;
-    // Without sched_switch, the exited thread's time is counted here, where it is final: one
-    // hash lookup per task freed on the host. A live entry under this tid is a new thread's (the
-    // tid was released before this free).
+    // An exited thread whose entry is still here was not counted whole at a final switch-out
+    // (sched_switch not attached, or its process had left the target set by then): its time is
+    // final now, and what its exit counted is taken off. One hash lookup per task freed on the
+    // host. A live entry under this tid is a new thread's (the tid was released before this free).
     // SAFETY: the value is copied out at once.
     let entry = unsafe { THREAD_STATS.get(tid) }.copied();
-    if let Some(t) = entry.filter(|t| t.tgid == tgid && t.exit_state == THREAD_COUNT_AT_FREE) {
+    if let Some(t) = entry.filter(|t| t.tgid == tgid && t.exit_state != THREAD_LIVE) {
         let _ = THREAD_STATS.remove(tid);
         if let (Ok(oncpu), Some(c)) = (task_oncpu_ns(task), counters(u32::from(t.slot))) {
-            c.oncpu_ns += oncpu.saturating_sub(t.oncpu_ns);
+            c.exited_oncpu_ns += oncpu.saturating_sub(t.oncpu_counted_ns);
         }
     }
     // SAFETY: volatile read of a constant the loader rewrites; a plain read would be folded.

@@ -661,6 +661,44 @@ fn running_slices_are_included() {
 }
 
 #[test]
+fn a_profile_shorter_than_one_sample_still_measures() {
+    require_root();
+    // Millions of getppid calls a second: the kernel counts each as it returns, so any window
+    // between two samples holds some. A profile of 1 us is over before its first sample is
+    // done: it must still take a second one, not report the first against itself.
+    let mut w = Workload::start(
+        &workload_bin(),
+        &["burst", "--idle-ms", "0", "--millis", "60000"],
+    );
+    let pid = w.pid();
+    w.release();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new(monitor_bin())
+        .args([
+            "stat",
+            "--json",
+            "--duration",
+            "0.000001",
+            "--pid",
+            &pid.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "monitor stat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = report["syscalls"]["getppid"].as_u64().unwrap_or(0);
+    assert!(
+        calls > 0,
+        "a 1 us profile of a getppid loop counted none: {report}"
+    );
+    drop(w);
+}
+
+#[test]
 fn programs_left_out_export_no_series() {
     require_root();
     // It opens files and makes syscalls while starting: counted, they would show.

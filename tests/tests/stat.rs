@@ -161,6 +161,36 @@ fn threads_exiting_together_are_all_counted() {
     assert_matches_wait4("children whose threads exit together", &m, &w);
 }
 
+/// The same without sched_switch: no final switch-out counts an ended thread, so its exit
+/// counts it (stale by its running slice), its free adds the rest, and monitor leaves exiting
+/// threads out of what it reads in /proc. Counted twice or not at all, it would miss wait4.
+#[test]
+fn threads_exiting_together_are_all_counted_without_sched() {
+    require_root();
+    let (m, w, code) = stat_workload_with(
+        &["--programs", "syscalls", "--programs", "faults"],
+        &[
+            "fork",
+            "--children",
+            "3",
+            "--threads",
+            "4",
+            "--millis",
+            "200",
+            "--pages",
+            "2000",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(u(&m["processes_forked"]), 3);
+    assert_eq!(u(&m["syscalls"]["getppid"]), 3000);
+    assert_matches_wait4(
+        "children whose threads exit together, without sched",
+        &m,
+        &w,
+    );
+}
+
 #[test]
 fn stat_exits_with_the_commands_exit_code() {
     require_root();

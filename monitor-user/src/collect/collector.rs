@@ -33,8 +33,8 @@ pub struct Due {
 }
 
 /// What the kernel had accounted to processes before they joined the target set. Live threads'
-/// on-CPU time is not here: the kernel programs count a thread's whole sum_exec_runtime the first
-/// time they see it.
+/// on-CPU time is not here: it is read from /proc at each sample while they live, and the kernel
+/// programs count a thread's whole sum_exec_runtime once it has ended.
 #[derive(Clone, Copy, Debug, Default)]
 struct Baseline {
     /// On-CPU time of threads that had exited before the join (/proc/PID/stat, in clock ticks).
@@ -124,6 +124,9 @@ pub struct Collector {
     switch_totals: ProcTotals<(u32, u64, u32), 2>,
     /// Whether an unreadable /proc/PID/fd was reported: once, not at every sample.
     fds_unreadable_reported: bool,
+    /// eBPF mode without sched_switch: the kernel counts a thread's on-CPU time from its exit
+    /// on, while /proc still lists it, so exiting threads are not read as live.
+    exiting_counted_by_kernel: bool,
 }
 
 impl Collector {
@@ -145,9 +148,15 @@ impl Collector {
             ),
             Selector::Comm(_) => None,
         };
+        let exiting_counted_by_kernel = probes.as_ref().is_some_and(|p| {
+            !p.programs
+                .iter()
+                .any(|p| p.name == "sched_switch" && p.attached())
+        });
         let mut collector = Self {
             procfs,
             probes,
+            exiting_counted_by_kernel,
             selector,
             slot,
             root_start,
@@ -278,6 +287,11 @@ impl Collector {
                 ) else {
                     continue; // exited meanwhile: it lands in the dead part
                 };
+                if t.exiting && self.exiting_counted_by_kernel {
+                    // Its exit ran before the join, so no kernel program counts it: the dead
+                    // part holds it (to the tick).
+                    continue;
+                }
                 live_oncpu += ns;
                 live_min += t.minflt;
                 live_maj += t.majflt;
@@ -312,20 +326,16 @@ impl Collector {
     /// Reads everything that is due into a sample.
     ///
     /// Kernel values are read before /proc: a thread that exits in between is then missing from
-    /// both (a transient low reading) rather than counted twice.
+    /// both (a transient low reading) rather than counted twice. Each thread's on-CPU time comes
+    /// from one source: /proc schedstat while it is listed there (exact to the scheduler's last
+    /// tick or switch), the kernel's exited count once it has ended.
     pub fn sample(&mut self, due: Due) -> anyhow::Result<Sample> {
         let members = self.members();
         let kernel = match &self.probes {
-            Some(p) => Some((p.maps.counters(self.slot)?, p.maps.threads())),
+            Some(p) => Some(p.maps.counters(self.slot)?),
             None => None,
         };
-        let accounted: HashMap<u32, u64> = kernel
-            .iter()
-            .flat_map(|(_, threads)| threads.iter().map(|(tid, t)| (*tid, t.oncpu_ns)))
-            .collect();
-        // On-CPU of live threads: /proc schedstat (exact, includes the running slice) minus what
-        // the kernel side has already added for them.
-        let (mut live_oncpu, mut live_accounted) = (0u64, 0u64);
+        let mut live_oncpu = 0u64;
         let mut s = Sample {
             up: !members.is_empty(),
             processes: members.len() as u64,
@@ -375,10 +385,13 @@ impl Collector {
                         // faults are in the kernel's exited counts since its exit.
                         continue;
                     }
+                    if t.exiting && self.exiting_counted_by_kernel {
+                        // Counted by the kernel from its exit on; faults too.
+                        continue;
+                    }
                     live_min += t.minflt;
                     live_maj += t.majflt;
                     live_oncpu += ns;
-                    live_accounted += accounted.get(&tid).copied().unwrap_or(0);
                 }
             } else {
                 let start = stat.start_time_ticks;
@@ -397,12 +410,9 @@ impl Collector {
         s.open_fds = if due.fds_threads { fds } else { None };
         s.at_ns = monotonic_ns();
         match (&self.probes, kernel) {
-            (Some(p), Some((c, _))) => {
+            (Some(p), Some(c)) => {
                 let b = &self.baseline;
-                // The kernel total holds every thread's sum_exec_runtime as last seen; swap the
-                // live threads' stale values for their current ones.
-                s.oncpu_ns =
-                    (b.dead_oncpu_ns + c.oncpu_ns + live_oncpu).saturating_sub(live_accounted);
+                s.oncpu_ns = b.dead_oncpu_ns + c.exited_oncpu_ns + live_oncpu;
                 s.minor_faults = b.dead_minflt + c.exited_minflt + live_min;
                 s.major_faults = b.dead_majflt + c.exited_majflt + live_maj;
                 s.switches_voluntary = b.switches_voluntary + c.switches_voluntary;

@@ -68,7 +68,12 @@ pub struct ThreadStat {
     pub majflt: u64,
     /// The CPU the thread last ran on (the one it runs on now when `state` is 'R').
     pub processor: u32,
+    /// PF_EXITING: the thread has begun to exit (it stays listed until it is released).
+    pub exiting: bool,
 }
+
+/// include/linux/sched.h: set by exit_signals() as do_exit begins, never cleared.
+const PF_EXITING: u64 = 0x4;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessStatus {
@@ -200,12 +205,14 @@ impl ProcFs {
             "processor",
             after_comm.split_whitespace().nth(39 - 3),
         )?;
+        let flags: u64 = parse_field(&path, "flags", after_comm.split_whitespace().nth(9 - 3))?;
         Ok(ThreadStat {
             tid,
             state: stat.state,
             minflt: stat.minflt,
             majflt: stat.majflt,
             processor,
+            exiting: flags & PF_EXITING != 0,
         })
     }
 

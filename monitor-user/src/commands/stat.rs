@@ -214,15 +214,16 @@ fn stat_running(
     let started = Instant::now();
     let first = collector.sample(Due::default())?;
     let mut peak = peak_rss(&collector);
-    let mut last = first.clone();
-    while started.elapsed() < duration {
+    // Always one sample after the first: a first sample that took longer than the whole
+    // duration (monitor waiting for a CPU the target holds) would otherwise report first - first.
+    let last = loop {
         std::thread::sleep(POLL.min(duration.saturating_sub(started.elapsed())));
-        last = collector.sample(Due::default())?;
+        let last = collector.sample(Due::default())?;
         peak = peak.max(peak_rss(&collector));
-        if !last.up {
-            break;
+        if !last.up || started.elapsed() >= duration {
+            break last;
         }
-    }
+    };
     let wall = started.elapsed();
     Ok(report(vec![], pid, wall, &first, &last, peak, None))
 }

@@ -5,9 +5,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
 };
 use monitor_common::{
-    MAX_ERRNO, MAX_SYSCALLS, SyscallStat, TargetCounters, ThreadStats, map_full, maps as names,
+    MAX_ERRNO, MAX_SYSCALLS, SyscallStat, TargetCounters, map_full, maps as names,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::target_index::TargetIndex;
 
@@ -18,7 +18,6 @@ pub struct KernelMaps {
     counters: PerCpuArray<MapData, TargetCounters>,
     syscalls: PerCpuArray<MapData, SyscallStat>,
     fd_open_errors: PerCpuArray<MapData, u64>,
-    thread_stats: HashMap<MapData, u32, ThreadStats>,
     map_full: PerCpuArray<MapData, u64>,
     sched_attached: Array<MapData, u32>,
 }
@@ -44,7 +43,6 @@ impl KernelMaps {
             counters: take(ebpf, names::TARGET_COUNTERS)?,
             syscalls: take(ebpf, names::SYSCALLS)?,
             fd_open_errors: take(ebpf, names::FD_OPEN_ERRORS)?,
-            thread_stats: take(ebpf, names::THREAD_STATS)?,
             map_full: take(ebpf, names::MAP_FULL)?,
             sched_attached: take(ebpf, names::SCHED_ATTACHED)?,
         })
@@ -134,11 +132,6 @@ impl KernelMaps {
             }
         }
         Ok(out)
-    }
-
-    /// Per-thread scheduler totals of live target threads, each once (see `members`).
-    pub fn threads(&self) -> BTreeMap<u32, ThreadStats> {
-        self.thread_stats.iter().filter_map(Result::ok).collect()
     }
 }
 
