@@ -27,11 +27,16 @@ fn main() -> std::process::ExitCode {
         cli::Command::Run(_) => "info",
         _ => "warn",
     };
+    // ureq writes request paths (a chat robot's token, a bot token) at trace level only: cap it
+    // at debug whatever RUST_LOG says, so no level of logging shows a secret.
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let trace = tracing_subscriber::filter::LevelFilter::TRACE;
+    if filter.max_level_hint().is_none_or(|max| max == trace) {
+        filter = filter.add_directive("ureq=debug".parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -48,9 +53,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::Events { listen, json } => commands::events::run(listen, json),
         cli::Command::History(cmd) => commands::history::run(cmd),
         cli::Command::Report(args) => commands::report::run(&args),
-        cli::Command::NotifyTest(args) => {
-            commands::notify_test::run(&args.config, &args.outbox, &args.alert_json, args.timeout)
+        cli::Command::Notify(cli::NotifyCommand::Test { config }) => {
+            commands::notify::test(&config)
         }
+        cli::Command::NotifyDeliver(args) => commands::notify_deliver::run(&args),
         cli::Command::Completions { shell } => commands::completions::completions(shell),
         cli::Command::Man { dir } => commands::completions::man(&dir),
     };

@@ -1,7 +1,7 @@
 //! Alerts end to end: a workload crosses a threshold, the daemon fires, a real Alertmanager and a
 //! webhook receiver (started here on loopback) get it, then the resolve; a target that exits
-//! has its alerts resolved and TargetDown fired; CPU spikes carry their syscall context; configs
-//! are checked and rules exported for promtool.
+//! has its alerts resolved and TargetDown fired; CPU spikes carry their syscall context, to the
+//! chat robots too; configs are checked and rules exported for promtool.
 mod common;
 
 use std::{
@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{robots::Robot, *};
 use serde_json::Value;
 
 fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -251,12 +251,9 @@ url = "http://127.0.0.1:{hook_port}/hook"
     );
 }
 
-#[test]
-fn cpu_burst_of_one_syscall_is_a_spike_with_that_syscall_on_top() {
-    require_root();
-    let state = tempfile::tempdir().unwrap();
-    let config = format!("[alerting]\nstate_dir = \"{}\"\n", state.path().display());
-    let mut w = Workload::start(
+/// 3 s idle (the spike detector's baseline), then 1.5 s of getppid calls on one CPU.
+fn getppid_burst() -> Workload {
+    Workload::start(
         &workload_bin(),
         &[
             "burst",
@@ -267,7 +264,15 @@ fn cpu_burst_of_one_syscall_is_a_spike_with_that_syscall_on_top() {
             "--nr",
             "getppid",
         ],
-    );
+    )
+}
+
+#[test]
+fn cpu_burst_of_one_syscall_is_a_spike_with_that_syscall_on_top() {
+    require_root();
+    let state = tempfile::tempdir().unwrap();
+    let config = format!("[alerting]\nstate_dir = \"{}\"\n", state.path().display());
+    let mut w = getppid_burst();
     let d = Daemon::start_with(
         &["--pid", &w.pid().to_string()],
         &["--name", "bursty"],
@@ -315,6 +320,49 @@ fn cpu_burst_of_one_syscall_is_a_spike_with_that_syscall_on_top() {
         text.contains("cpu_spike") && text.contains("getppid"),
         "{text}"
     );
+    w.finish();
+}
+
+/// The whole path to a phone: a real burst of one syscall, the CPU rule fires with the spike's
+/// context (one busy thread is 50 % of this 2-CPU host, so the rule's threshold is 25), and the (fake) Telegram chat gets a message naming the alert, the target and that
+/// syscall as the top one.
+#[test]
+fn a_cpu_alert_reaches_a_chat_robot_with_the_spike_top_syscall() {
+    require_root();
+    let robot = Robot::start("telegram", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[notify]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n\
+         external_url = \"http://monitor.example:8001\"\n\
+         [[rule]]\nname = \"BurstCpu\"\nmetric = \"cpu_percent\"\nabove = 25\n\
+         severity = \"critical\"\n{}\n[alerting]\nstate_dir = \"{}\"\n",
+        robot.notifier(false, ""),
+        state.path().display()
+    );
+    let mut w = getppid_burst();
+    let _d = Daemon::start_with(
+        &["--pid", &w.pid().to_string()],
+        &["--name", "bursty"],
+        &config,
+    );
+    w.go();
+    let message = wait_until("a message in the chat", Duration::from_secs(20), || {
+        robot.messages().into_iter().next()
+    });
+    let text = message["text"].as_str().unwrap_or_default();
+    for want in [
+        "FIRING",
+        "critical",
+        "BurstCpu",
+        "target bursty",
+        "top syscalls: getppid +",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the message:\n{text}"
+        );
+    }
+    assert!(robot.rejected().is_empty(), "{:#?}", robot.rejected());
     w.finish();
 }
 

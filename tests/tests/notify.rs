@@ -1,6 +1,6 @@
 //! Alert notifiers against real receivers started here on loopback: Debian's Alertmanager, a
 //! webhook receiver and an SMTP sink. The notifier lives inside the `monitor` binary, so these go
-//! through its hidden `monitor notify-test --config FILE --outbox DIR --alert-json FILE
+//! through its hidden `monitor notify-deliver --config FILE --outbox DIR --alert-json FILE
 //! [--timeout DURATION]`, which sends the alerts and exits 0 once everything is delivered.
 mod common;
 
@@ -20,22 +20,10 @@ use serde_json::{Value, json};
 const FAST: &str = "[notify]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\ntimeout = \"2s\"\n";
 
 fn alert(status: &str) -> Value {
-    let mut a = json!({
-        "name": "HighMemory",
-        "severity": "warning",
-        "status": status,
-        "labels": {"target": "trading-api", "instance": "host:8001"},
-        "annotations": {"summary": "memory high", "description": "RSS above 1 GiB"},
-        "starts_at": "2024-03-01T12:00:00Z",
-        "value": 1536.0
-    });
-    if status == "resolved" {
-        a["ends_at"] = json!("2024-03-01T12:05:00Z");
-    }
-    a
+    alert_json("HighMemory", status)
 }
 
-/// A temp dir holding the config, the alerts file and the outbox of `monitor notify-test`.
+/// A temp dir holding the config, the alerts file and the outbox of `monitor notify-deliver`.
 struct NotifyTest {
     dir: tempfile::TempDir,
 }
@@ -55,7 +43,7 @@ impl NotifyTest {
         let alert_file = self.dir.path().join("alerts.json");
         std::fs::write(&alert_file, alerts.to_string()).unwrap();
         let mut cmd = Command::new(monitor_bin());
-        cmd.args(["notify-test", "--config"])
+        cmd.args(["notify-deliver", "--config"])
             .arg(self.dir.path().join("monitor.toml"))
             .arg("--outbox")
             .arg(self.outbox())
@@ -72,10 +60,10 @@ impl NotifyTest {
         let out = self
             .command(alerts, "20s")
             .output()
-            .expect("running monitor notify-test");
+            .expect("running monitor notify-deliver");
         assert!(
             out.status.success(),
-            "monitor notify-test failed ({}):\n{}",
+            "monitor notify-deliver failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

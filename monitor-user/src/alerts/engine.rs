@@ -619,8 +619,8 @@ fn orphan(sent: Alert) -> Alert {
     }
 }
 
-/// A number as people write it: `80`, `91.25`.
-fn num(v: f64) -> String {
+/// A number as people write it: `80`, `91.25` (alert texts, chat messages).
+pub(crate) fn num(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 && v.abs() < 1e12 {
         format!("{v:.0}")
     } else {

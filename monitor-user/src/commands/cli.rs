@@ -50,10 +50,13 @@ pub enum Command {
     /// Trend analysis and capacity planning from the history: peak hours, CPU against load,
     /// memory leaks, a forecast with 95 % intervals and the dates thresholds are reached.
     Report(ReportArgs),
+    /// Alert notifiers: send a test message through each configured one.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Send the alerts of a JSON file through the configured notifiers and wait until they are
     /// delivered (exit 0) or the timeout passes (exit 2). For the integration tests.
     #[command(hide = true)]
-    NotifyTest(NotifyTestArgs),
+    NotifyDeliver(NotifyDeliverArgs),
     /// Print the completion script for a shell (e.g. `monitor completions bash >
     /// /etc/bash_completion.d/monitor`).
     Completions {
@@ -65,6 +68,17 @@ pub enum Command {
     Man {
         /// Where to write them (made if missing).
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message through every notifier of a config file, at once and without
+    /// retrying, and print each one's answer (exit 0 only if all delivered).
+    Test {
+        /// The TOML configuration file: its `[notify]` table and `[[notifier]]` array.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -288,16 +302,20 @@ fn stat_duration(arg: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct NotifyTestArgs {
+pub struct NotifyDeliverArgs {
     /// TOML config file: its `[notify]` table and `[[notifier]]` array are used.
     #[arg(long)]
     pub config: PathBuf,
     /// Outbox directory (one queue subdirectory per notifier).
     #[arg(long)]
     pub outbox: PathBuf,
-    /// A JSON alert, or an array of them (the `Alert` serde shape).
+    /// A JSON alert, an array of them (sent together), or an array of such arrays (successive
+    /// batches, `--batch-interval` apart). The `Alert` serde shape.
     #[arg(long)]
     pub alert_json: PathBuf,
+    /// The pause between successive batches.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub batch_interval: std::time::Duration,
     /// How long to wait for delivery, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,

@@ -7,31 +7,7 @@ pub(super) enum Channel {
     Alertmanager(alertmanager::AlertmanagerChannel),
     Webhook(webhook::WebhookChannel),
     Email(email::EmailChannel),
-}
-
-/// `url`, or the URL in `url_file` (its first line), marked secret whole.
-fn resolve_url(
-    name: &str,
-    url: &redact::SecretUrl,
-    url_file: Option<&std::path::Path>,
-) -> Result<redact::SecretUrl, NotifyError> {
-    let Some(path) = url_file else {
-        return Ok(url.clone());
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::UrlFile {
-        name: name.to_owned(),
-        path: path.to_owned(),
-        source,
-    })?;
-    let url = redact::SecretUrl::from_file(text.lines().next().unwrap_or("").trim().to_owned());
-    if !config::is_http_url(url.expose()) {
-        return Err(ConfigError::BadUrl {
-            name: name.to_owned(),
-            url: format!("{url} (from {})", path.display()),
-        }
-        .into());
-    }
-    Ok(url)
+    Im(Box<im::ImChannel>),
 }
 
 impl Channel {
@@ -43,13 +19,23 @@ impl Channel {
     ) -> Result<Self, NotifyError> {
         // URLs and credentials were checked with the rest (config::check_notifiers).
         Ok(match config {
+            NotifierConfig::Slack(c)
+            | NotifierConfig::Telegram(c)
+            | NotifierConfig::Dingtalk(c)
+            | NotifierConfig::Wecom(c)
+            | NotifierConfig::Feishu(c) => Self::Im(Box::new(im::ImChannel::new(
+                config.kind(),
+                c,
+                name,
+                client.clone(),
+            )?)),
             NotifierConfig::Log { .. } => Self::Log,
             NotifierConfig::Alertmanager { url, url_file, .. } => {
-                let url = resolve_url(name, url, url_file.as_deref())?;
+                let url = config::resolve_url(name, url, url_file.as_deref())?;
                 Self::Alertmanager(alertmanager::AlertmanagerChannel::new(&url, client.clone()))
             }
             NotifierConfig::Webhook { url, url_file, .. } => {
-                let url = resolve_url(name, url, url_file.as_deref())?;
+                let url = config::resolve_url(name, url, url_file.as_deref())?;
                 Self::Webhook(webhook::WebhookChannel::new(&url, name, client.clone()))
             }
             NotifierConfig::Email {
@@ -94,6 +80,38 @@ impl Channel {
             Self::Alertmanager(c) => format!("alertmanager {}", c.base),
             Self::Webhook(c) => format!("webhook {}", c.url),
             Self::Email(c) => format!("smtp server {}", c.server),
+            Self::Im(c) => c.describe(),
+        }
+    }
+
+    /// How long its platform's rate limit wants the next message to wait.
+    pub(super) fn pace_wait(&self) -> Duration {
+        match self {
+            Self::Im(c) => c.pace_wait(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// `alerts` less what this channel does not repeat (chat robots: a still-firing alert
+    /// delivered recently).
+    pub(super) fn without_recent_repeats(&self, alerts: Vec<Alert>) -> Vec<Alert> {
+        match self {
+            Self::Im(c) => c.without_recent_repeats(alerts),
+            _ => alerts,
+        }
+    }
+
+    /// Whether it merges pending notifications into one message.
+    pub(super) fn merges(&self) -> bool {
+        matches!(self, Self::Im(_))
+    }
+
+    /// How many of the leading queued groups one delivery sends: the instant-messaging
+    /// channels merge what is pending into one message, up to the platform's size limit.
+    pub(super) fn fit(&self, groups: &[Vec<Alert>], ctx: &Context) -> usize {
+        match self {
+            Self::Im(c) => c.fit(groups, ctx),
+            _ => 1,
         }
     }
 
@@ -101,7 +119,7 @@ impl Channel {
     pub(super) fn split(&self, alerts: &[Alert]) -> Vec<Vec<Alert>> {
         match self {
             Self::Log | Self::Alertmanager(_) => vec![alerts.to_vec()],
-            Self::Webhook(_) => webhook::groups(alerts),
+            Self::Webhook(_) | Self::Im(_) => webhook::groups(alerts),
             Self::Email(_) => alerts.iter().map(|a| vec![a.clone()]).collect(),
         }
     }
@@ -120,6 +138,7 @@ impl Channel {
             Self::Alertmanager(c) => Ok(c.deliver(alerts, ctx).await?),
             Self::Webhook(c) => Ok(c.deliver(alerts, ctx).await?),
             Self::Email(c) => Ok(c.deliver(alerts, ctx).await?),
+            Self::Im(c) => Ok(c.deliver(alerts, ctx).await?),
         }
     }
 }

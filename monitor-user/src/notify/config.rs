@@ -33,6 +33,12 @@
 //!
 //! [[notifier]]
 //! kind = "log"
+//!
+//! [[notifier]]
+//! kind = "dingtalk"          # also slack, telegram, wecom, feishu: see `ImConfig`
+//! url_file = "/etc/monitor/dingtalk-url"
+//! secret_file = "/etc/monitor/dingtalk-secret"
+//! mentions = ["13800000000"]
 //! ```
 //!
 //! Every notifier also takes an optional `name` (its outbox queue directory and the `channel`
@@ -75,6 +81,23 @@ pub enum ConfigError {
     InsecureAuth { name: String, smtp: String },
     #[error("[notify] {0}")]
     Options(String),
+    /// A key of the `index`-th `[[notifier]]` (from 0); the line is added where the text is
+    /// at hand ([`parse_notify_settings`]).
+    #[error("{}notifier {name}: {key}: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Key {
+        index: usize,
+        line: Option<usize>,
+        name: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("notifier {name}: cannot read {key} {}: {source}", path.display())]
+    SecretFile {
+        name: String,
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One notification channel (`[[notifier]]` entry), selected by its `kind` key. Its `Debug`
@@ -136,6 +159,80 @@ pub enum NotifierConfig {
         #[serde(default)]
         name: Option<String>,
     },
+    /// Slack incoming webhook (mrkdwn text).
+    Slack(ImConfig),
+    /// Telegram Bot API `sendMessage` (HTML), to one chat.
+    Telegram(ImConfig),
+    /// DingTalk custom robot (markdown), optionally signed.
+    Dingtalk(ImConfig),
+    /// WeCom (WeChat Work) group robot (markdown).
+    Wecom(ImConfig),
+    /// Feishu / Lark custom bot (interactive card), optionally signed.
+    Feishu(ImConfig),
+}
+
+/// The keys of the instant-messaging kinds. One table for all five so that unknown keys are
+/// still refused by name; which keys each kind takes is checked by [`check_notifiers`].
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImConfig {
+    /// The robot's webhook URL (all but telegram). Shown only as its origin: robots carry
+    /// their token in the path or query.
+    #[serde(default, deserialize_with = "secret_whole")]
+    pub url: SecretUrl,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// The signing secret (dingtalk, feishu): `SEC...` from the robot's security settings.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The bot token (telegram).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The chat (telegram): a number (`-100...` for groups and channels) or `@channelname`.
+    #[serde(default)]
+    pub chat_id: Option<ChatId>,
+    /// A forum topic of the chat (telegram).
+    #[serde(default)]
+    pub message_thread_id: Option<i64>,
+    /// The Bot API server (telegram); default `https://api.telegram.org`.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Who is notified when something fires, in the platform's terms (see the README).
+    #[serde(default)]
+    pub mentions: Vec<String>,
+    /// A MiniJinja template for the message body, replacing the default.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// A MiniJinja template for the title (preview line, card header).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `N/DURATION`: at most N messages in any such window, instead of the platform's
+    /// documented limit.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// How often a still-firing alert is sent again (default 4h, as Alertmanager's
+    /// `repeat_interval`; `0s` sends every repeat of `[alerting] repeat_interval`).
+    #[serde(default, with = "humantime_serde")]
+    pub repeat_interval: Option<Duration>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A URL that is a secret whole (a robot's token is in its path or query).
+fn secret_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
+    String::deserialize(d).map(SecretUrl::from_file)
+}
+
+/// A Telegram chat: its number, or `@username` of a public channel.
+#[derive(Clone, Debug, Deserialize, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum ChatId {
+    Id(i64),
+    Name(String),
 }
 
 impl NotifierConfig {
@@ -145,6 +242,11 @@ impl NotifierConfig {
             Self::Webhook { .. } => "webhook",
             Self::Email { .. } => "email",
             Self::Log { .. } => "log",
+            Self::Slack(_) => "slack",
+            Self::Telegram(_) => "telegram",
+            Self::Dingtalk(_) => "dingtalk",
+            Self::Wecom(_) => "wecom",
+            Self::Feishu(_) => "feishu",
         }
     }
 
@@ -154,6 +256,11 @@ impl NotifierConfig {
             | Self::Webhook { name, .. }
             | Self::Email { name, .. }
             | Self::Log { name } => name.as_deref(),
+            Self::Slack(c)
+            | Self::Telegram(c)
+            | Self::Dingtalk(c)
+            | Self::Wecom(c)
+            | Self::Feishu(c) => c.name.as_deref(),
         }
     }
 }
@@ -263,8 +370,48 @@ pub fn parse_notify_settings(text: &str) -> Result<NotifySettings, ConfigError> 
     let settings: NotifySettings =
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
     settings.notify.validate()?;
-    check_notifiers(&settings.notifiers)?;
+    check_notifiers(&settings.notifiers).map_err(|e| at_line(e, text))?;
     Ok(settings)
+}
+
+/// Where each key of each `[[notifier]]` is written.
+#[derive(Default, Deserialize)]
+struct NotifierSpans {
+    #[serde(default)]
+    notifier: Vec<std::collections::BTreeMap<String, toml::Spanned<toml::Value>>>,
+}
+
+/// A key error with the line of the key (or of its notifier's `kind` when the key is missing).
+fn at_line(e: ConfigError, text: &str) -> ConfigError {
+    let ConfigError::Key {
+        index,
+        name,
+        key,
+        message,
+        ..
+    } = e
+    else {
+        return e;
+    };
+    let spans: NotifierSpans = toml::from_str(text).unwrap_or_default();
+    let line = spans.notifier.get(index).and_then(|keys| {
+        let span = keys.get(key).or_else(|| keys.get("kind"))?.span();
+        let offset = span.start.min(text.len());
+        Some(
+            text.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
+    });
+    ConfigError::Key {
+        index,
+        line,
+        name,
+        key,
+        message,
+    }
 }
 
 /// Only the `[[notifier]]` array of a whole config file's text (`[notify]` is validated too).
@@ -280,7 +427,7 @@ pub fn parse_notifiers(text: &str) -> Result<Vec<NotifierConfig>, ConfigError> {
 /// reading files (the same at `check-config` and at start) and returns their names, in order.
 pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<String>, ConfigError> {
     let names = channel_names(configs)?;
-    for (config, name) in configs.iter().zip(&names) {
+    for (index, (config, name)) in configs.iter().zip(&names).enumerate() {
         match config {
             NotifierConfig::Alertmanager { url, url_file, .. }
             | NotifierConfig::Webhook { url, url_file, .. } => {
@@ -311,9 +458,113 @@ pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<String>, Config
                 });
             }
             NotifierConfig::Email { .. } | NotifierConfig::Log { .. } => {}
+            NotifierConfig::Slack(c)
+            | NotifierConfig::Telegram(c)
+            | NotifierConfig::Dingtalk(c)
+            | NotifierConfig::Wecom(c)
+            | NotifierConfig::Feishu(c) => {
+                check_im(config.kind(), c).map_err(|(key, message)| ConfigError::Key {
+                    index,
+                    line: None,
+                    name: name.clone(),
+                    key,
+                    message,
+                })?
+            }
         }
     }
     Ok(names)
+}
+
+/// The keys an instant-messaging kind needs and takes: `(key, what is wrong)`.
+fn check_im(kind: &str, c: &ImConfig) -> Result<(), (&'static str, String)> {
+    let telegram = kind == "telegram";
+    let signed = matches!(kind, "dingtalk" | "feishu");
+    let not_for = |key: &'static str| Err((key, format!("not a {kind} key")));
+    if telegram {
+        if !c.url.is_empty() || c.url_file.is_some() {
+            return not_for(if c.url.is_empty() { "url_file" } else { "url" });
+        }
+        if c.token.is_some() == c.token_file.is_some() {
+            return Err((
+                "token_file",
+                "give token_file (or token), one of them".into(),
+            ));
+        }
+        if c.chat_id.is_none() {
+            return Err((
+                "chat_id",
+                "missing: the chat to send to (a number, or @channel)".into(),
+            ));
+        }
+        if let Some(ChatId::Name(name)) = &c.chat_id
+            && !(name.starts_with('@') && name.len() > 1)
+        {
+            return Err((
+                "chat_id",
+                format!("{name:?} is neither a number nor @channelname"),
+            ));
+        }
+        if let Some(api) = &c.api_url
+            && !is_http_url(api)
+        {
+            return Err((
+                "api_url",
+                format!("{api:?} is not an absolute http:// or https:// URL"),
+            ));
+        }
+    } else {
+        for (key, set) in [
+            ("token", c.token.is_some()),
+            ("token_file", c.token_file.is_some()),
+            ("chat_id", c.chat_id.is_some()),
+            ("message_thread_id", c.message_thread_id.is_some()),
+            ("api_url", c.api_url.is_some()),
+        ] {
+            if set {
+                return not_for(key);
+            }
+        }
+        if c.url.is_empty() == c.url_file.is_none() {
+            return Err(("url", "give url or url_file, one of them".into()));
+        }
+        if c.url_file.is_none() && !is_http_url(c.url.expose()) {
+            return Err((
+                "url",
+                format!("{} is not an absolute http:// or https:// URL", c.url),
+            ));
+        }
+    }
+    if !signed {
+        if c.secret.is_some() {
+            return not_for("secret");
+        }
+        if c.secret_file.is_some() {
+            return not_for("secret_file");
+        }
+    } else if c.secret.is_some() && c.secret_file.is_some() {
+        return Err(("secret", "give secret or secret_file, not both".into()));
+    }
+    if let Some(m) = c.mentions.iter().find(|m| m.trim().is_empty()) {
+        return Err(("mentions", format!("{m:?} is empty")));
+    }
+    if let Some(d) = c.repeat_interval
+        && d > Duration::from_secs(30 * 24 * 3600)
+    {
+        return Err(("repeat_interval", "above the 30d maximum".into()));
+    }
+    if let Some(limit) = &c.rate_limit {
+        super::im::RateLimit::parse(limit).map_err(|e| ("rate_limit", e))?;
+    }
+    let markup = super::im::markup(kind);
+    super::im::MessageTemplate::new(markup, c.template.as_deref(), c.title.as_deref()).map_err(
+        |e| match e.split_once(": ") {
+            Some(("title", rest)) => ("title", rest.to_owned()),
+            Some((_, rest)) => ("template", rest.to_owned()),
+            None => ("template", e),
+        },
+    )?;
+    Ok(())
 }
 
 /// Each notifier's name, in order: explicit, or its kind (`-2`, `-3`... for repeats). Names are
@@ -343,6 +594,30 @@ pub fn channel_names(configs: &[NotifierConfig]) -> Result<Vec<String>, ConfigEr
         names.push(name);
     }
     Ok(names)
+}
+
+/// `url`, or the URL in `url_file` (its first line), marked secret whole.
+pub(super) fn resolve_url(
+    name: &str,
+    url: &SecretUrl,
+    url_file: Option<&std::path::Path>,
+) -> Result<SecretUrl, ConfigError> {
+    let Some(path) = url_file else {
+        return Ok(url.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::UrlFile {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let url = SecretUrl::from_file(text.lines().next().unwrap_or("").trim().to_owned());
+    if !is_http_url(url.expose()) {
+        return Err(ConfigError::BadUrl {
+            name: name.to_owned(),
+            url: format!("{url} (from {})", path.display()),
+        });
+    }
+    Ok(url)
 }
 
 pub(crate) fn is_http_url(url: &str) -> bool {

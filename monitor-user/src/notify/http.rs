@@ -53,6 +53,18 @@ impl HttpClient {
         Self { agent }
     }
 
+    /// POSTs and returns whatever was answered; only a failed exchange is an error.
+    pub async fn exchange_json(&self, url: &SecretUrl, body: Vec<u8>) -> Result<Reply, HttpError> {
+        let agent = self.agent.clone();
+        let owned_url = url.clone();
+        let result = tokio::task::spawn_blocking(move || exchange(&agent, &owned_url, body)).await;
+        result.unwrap_or_else(|_| {
+            Err(HttpError::Join {
+                url: url.to_string(),
+            })
+        })
+    }
+
     pub async fn post_json(&self, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
         let agent = self.agent.clone();
         let owned_url = url.clone();
@@ -65,7 +77,53 @@ impl HttpClient {
     }
 }
 
+/// What a receiver answered: the instant-messaging platforms say "ok", "too fast" or "bad
+/// signature" in the body of a 200, so their channels read it themselves.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// At most 64 KiB of it.
+    pub body: String,
+    /// The `Retry-After` header in seconds (Slack's 429).
+    pub retry_after: Option<Duration>,
+}
+
+impl Reply {
+    /// An answer with no `Retry-After`, as the platforms' verdict tests give them.
+    #[cfg(test)]
+    pub fn new(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            body: body.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The body as shown in messages: trimmed, at most 300 characters.
+    pub fn excerpt(&self) -> String {
+        let body: String = self.body.trim().chars().take(300).collect();
+        if body.is_empty() {
+            "(empty body)".into()
+        } else {
+            body
+        }
+    }
+}
+
 fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
+    let reply = exchange(agent, url, body)?;
+    if (200..300).contains(&reply.status) {
+        return Ok(());
+    }
+    // The receiver's own words (Alertmanager says which field it rejected), kept short.
+    Err(HttpError::Status {
+        url: url.to_string(),
+        status: reply.status,
+        body: url.scrub(&reply.excerpt()),
+    })
+}
+
+fn exchange(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<Reply, HttpError> {
     let transport = |source: ureq::Error| HttpError::Transport {
         url: url.to_string(),
         detail: url.scrub(&source.to_string()),
@@ -75,25 +133,22 @@ fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpE
         .content_type("application/json")
         .send(&body[..])
         .map_err(transport)?;
-    let status = response.status().as_u16();
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
-    // The receiver's own words (Alertmanager says which field it rejected), kept short.
-    let text = response
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response
         .body_mut()
         .with_config()
-        .limit(4096)
+        .limit(64 * 1024)
         .read_to_string()
         .unwrap_or_default();
-    let mut body: String = text.trim().chars().take(300).collect();
-    if body.is_empty() {
-        body = "(empty body)".into();
-    }
-    Err(HttpError::Status {
-        url: url.to_string(),
-        status,
+    Ok(Reply {
+        status: response.status().as_u16(),
         body,
+        retry_after,
     })
 }
 

@@ -17,6 +17,7 @@ mod config;
 mod delivery;
 mod email;
 mod http;
+mod im;
 mod log;
 mod outbox;
 mod queue;
@@ -59,6 +60,8 @@ pub enum NotifyError {
     Email(#[from] email::EmailError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Im(#[from] im::ImError),
     #[error("registering the notifier metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("starting the outbox writer thread: {0}")]
@@ -73,6 +76,8 @@ pub enum NotifyError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{count} notification(s) refused for good and dropped (see the errors above)")]
+    Dropped { count: usize },
     #[error("{pending} notification(s) still undelivered after {timeout:?}: {detail}")]
     Timeout {
         pending: usize,
@@ -87,7 +92,16 @@ impl NotifyError {
         match self {
             Self::Http(e) => e.is_permanent(),
             Self::Email(e) => e.is_permanent(),
+            Self::Im(e) => e.is_permanent(),
             _ => false,
+        }
+    }
+
+    /// The platform said "too fast": the wait it asked for (zero when it named none).
+    fn rate_limited(&self) -> Option<Duration> {
+        match self {
+            Self::Im(e) => e.rate_limited(),
+            _ => None,
         }
     }
 }
@@ -99,6 +113,19 @@ pub struct Context {
     pub instance: String,
     /// `generatorURL` of each alert, `externalURL` of webhook bodies.
     pub external_url: String,
+}
+
+impl Context {
+    /// `instance`, and `external_url` from the options or else `http://INSTANCE`.
+    fn new(options: &NotifyOptions, instance: String) -> Self {
+        Self {
+            external_url: options
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{instance}")),
+            instance,
+        }
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, as Alertmanager writes and reads it. Clamped to what the
@@ -134,7 +161,7 @@ pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duratio
     initial.saturating_mul(factor).min(max)
 }
 
-/// The host name (EHLO name, `instance` for notify-test).
+/// The host name (EHLO name, `instance` for notify-deliver).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -168,13 +195,7 @@ impl Notifier {
     ) -> Result<Self, NotifyError> {
         options.validate()?;
         let names = config::check_notifiers(&configs)?;
-        let ctx = Context {
-            external_url: options
-                .external_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{instance}")),
-            instance,
-        };
+        let ctx = Context::new(&options, instance);
         let client = http::HttpClient::new(options.timeout);
         let metrics = Metrics::new(registry)?;
 
@@ -206,6 +227,7 @@ impl Notifier {
                 channel,
                 pending: Mutex::new(found.into()),
                 wake: tokio::sync::Notify::new(),
+                refusal: Mutex::new(None),
             };
             metrics
                 .pending
@@ -225,6 +247,7 @@ impl Notifier {
             options,
             metrics,
             backlog: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = {
@@ -348,38 +371,140 @@ impl Drop for Notifier {
     }
 }
 
-/// Sends `alerts` through the configured notifiers and waits until they (and anything left in
-/// the outbox by an earlier run) are delivered, or `timeout` passes: `monitor notify-test`.
+/// Sends each batch of `batches` through the configured notifiers, `interval` apart, and waits
+/// until they (and anything left in the outbox by an earlier run) are delivered, or `timeout`
+/// passes: `monitor notify-deliver`. Notifications refused for good make it an error.
 pub async fn send_and_drain(
     configs: Vec<NotifierConfig>,
     options: NotifyOptions,
     outbox_dir: PathBuf,
-    alerts: Vec<Alert>,
+    batches: Vec<Vec<Alert>>,
+    interval: Duration,
     timeout: Duration,
 ) -> Result<(), NotifyError> {
     let notifier = Notifier::start(configs, options, outbox_dir, hostname(), None).await?;
-    notifier.send(alerts);
+    for (i, alerts) in batches.into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        notifier.send(alerts);
+    }
     let result = notifier.drain(timeout).await;
+    let dropped = notifier.shared.dropped.load(Ordering::SeqCst);
     notifier.shutdown().await;
-    result
+    result?;
+    if dropped > 0 {
+        return Err(NotifyError::Dropped { count: dropped });
+    }
+    Ok(())
+}
+
+/// The alert `monitor notify test` sends: an info that says where it comes from.
+pub(crate) fn test_alert(instance: &str) -> Alert {
+    let host = hostname();
+    Alert {
+        name: "MonitorNotifyTest".into(),
+        severity: crate::alerts::Severity::Info,
+        status: AlertStatus::Firing,
+        labels: [("target", "monitor"), ("instance", instance)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        annotations: [
+            ("summary", "Test notification from monitor".to_owned()),
+            (
+                "description",
+                format!("Sent by `monitor notify test` on {host}: this channel works."),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        starts_at: SystemTime::now(),
+        ends_at: None,
+        value: 0.0,
+    }
+}
+
+/// One notifier's answer to `monitor notify test`.
+pub struct ChannelTest {
+    pub name: String,
+    /// Where it delivers (no secret shown).
+    pub target: String,
+    pub result: Result<(), NotifyError>,
+}
+
+/// Sends [`test_alert`] through every configured notifier at once, straight (no outbox, no
+/// retry: the answer is what an operator wants to see), each bounded by the options' timeout.
+pub async fn test_channels(
+    configs: Vec<NotifierConfig>,
+    options: NotifyOptions,
+) -> Result<Vec<ChannelTest>, NotifyError> {
+    options.validate()?;
+    let names = config::check_notifiers(&configs)?;
+    let instance = hostname();
+    let ctx = Context::new(&options, instance.clone());
+    let client = http::HttpClient::new(options.timeout);
+    let alert = test_alert(&instance);
+    let mut tests = Vec::new();
+    for (config, name) in configs.iter().zip(names) {
+        let test = match Channel::build(config, &name, &client, options.timeout) {
+            Ok(channel) => {
+                let deadline = options.timeout.saturating_mul(2);
+                let result = tokio::time::timeout(
+                    deadline,
+                    channel.deliver(&name, std::slice::from_ref(&alert), &ctx),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(NotifyError::Timeout {
+                        pending: 1,
+                        timeout: deadline,
+                        detail: channel.describe(),
+                    })
+                });
+                ChannelTest {
+                    target: channel.describe(),
+                    name,
+                    result,
+                }
+            }
+            Err(e) => ChannelTest {
+                target: config.kind().to_owned(),
+                name,
+                result: Err(e),
+            },
+        };
+        tests.push(test);
+    }
+    Ok(tests)
 }
 
 /// Reads alerts from a JSON file: one alert object or an array of them (the serde shape of
 /// [`Alert`]: times in RFC 3339).
+#[cfg(test)]
 pub fn read_alerts(path: &Path) -> Result<Vec<Alert>, NotifyError> {
+    read_batches(path).map(|batches| batches.concat())
+}
+
+/// Reads batches of alerts from a JSON file: one alert object or an array of them (one batch),
+/// or an array of arrays (successive batches).
+pub fn read_batches(path: &Path) -> Result<Vec<Vec<Alert>>, NotifyError> {
     let text = std::fs::read(path).map_err(|source| NotifyError::Read {
         path: path.into(),
         source,
     })?;
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<Alert>),
-        One(Box<Alert>),
+    enum Batches {
+        Many(Vec<Vec<Alert>>),
+        One(Vec<Alert>),
+        Single(Box<Alert>),
     }
-    match serde_json::from_slice::<OneOrMany>(&text) {
-        Ok(OneOrMany::Many(alerts)) => Ok(alerts),
-        Ok(OneOrMany::One(alert)) => Ok(vec![*alert]),
+    match serde_json::from_slice::<Batches>(&text) {
+        Ok(Batches::Many(batches)) => Ok(batches),
+        Ok(Batches::One(alerts)) => Ok(vec![alerts]),
+        Ok(Batches::Single(alert)) => Ok(vec![vec![*alert]]),
         // untagged hides the reason; the array form's error is the useful one.
         Err(_) => Err(NotifyError::AlertJson {
             path: path.into(),
@@ -581,6 +706,46 @@ pub(crate) mod tests {
         assert_eq!(receiver.names(), ["A", "B", "C"]);
         assert_eq!(files(&dir.path().join("webhook")), 0);
         n.shutdown().await;
+    }
+
+    #[test]
+    fn each_queued_entry_keeps_the_alerts_no_later_entry_repeats() {
+        let repeat = |value| Alert {
+            value,
+            ..alert("A")
+        };
+        let entry = |seq, alerts: Vec<Alert>| Entry {
+            seq,
+            created: SystemTime::now(),
+            alerts: alerts.into(),
+            path: None,
+        };
+        let pending = [
+            entry(1, vec![repeat(1.0), alert("B")]),
+            entry(2, vec![repeat(2.0)]),
+            entry(3, vec![resolved("A"), alert("B")]),
+            entry(4, vec![alert("C")]),
+        ];
+        let keep = |first| -> Vec<Vec<String>> {
+            delivery::not_superseded(&pending, first)
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|a| format!("{} {}", a.name, a.value))
+                        .collect()
+                })
+                .collect()
+        };
+        // A's firing repeats collapse to the latest, B's to entry 3; the resolution stays.
+        let expected: [Vec<String>; 4] = [
+            vec![],
+            vec!["A 2".into()],
+            vec!["A 1536".into(), "B 1536".into()],
+            vec!["C 1536".into()],
+        ];
+        assert_eq!(keep(4), expected);
+        assert_eq!(keep(2), expected[..2]);
+        assert_eq!(keep(9), expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,9 @@ pub(super) struct Queue {
     pub(super) dir: Option<PathBuf>,
     pub(super) pending: Mutex<VecDeque<Entry>>,
     pub(super) wake: tokio::sync::Notify,
+    /// The last refusal logged as an error: the same refusal again is logged at debug, so a bad
+    /// token or signature shows once, not once per alert.
+    pub(super) refusal: Mutex<Option<String>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +75,8 @@ pub(super) struct Shared {
     pub(super) metrics: Metrics,
     /// Batches handed to send() and not yet queued by the writer thread.
     pub(super) backlog: AtomicUsize,
+    /// Notifications given up on since start (refused for good, or too old).
+    pub(super) dropped: AtomicUsize,
 }
 
 impl Shared {

@@ -20,8 +20,10 @@
 //!   the job is queued while it returns to its queue, and no wakeup is seen. When such a thread
 //!   wakes someone (the GIL, its result) while the request it was handed has been answered, it
 //!   is running that unseen job: it takes the oldest request of its process that has been
-//!   neither handed on nor answered, with its CPU since its last event. A pool thread's CPU is
-//!   booked at each of its wakeups, so its previous job keeps what it ran.
+//!   neither handed on nor answered, with its CPU since its last event. Routes a wakeup has
+//!   handed to a pool thread come first, so a request the event loop runs itself (an `async
+//!   def` waiting its turn) is not taken while a pool route's request waits. A pool thread's
+//!   CPU is booked at each of its wakeups, so its previous job keeps what it ran.
 //! - Explicit tags (`monitor:begin NAME` ... `monitor:end`, written by the application to fd
 //!   -1) open a span on the writing thread: its CPU is the span's until the span ends, whatever
 //!   requests the thread touches meanwhile. `monitor:route TEMPLATE` announces a template.
@@ -37,7 +39,7 @@
 //!
 //! A request ends with the last write of its response, known when the next response starts, the
 //! connection reads another request or closes, or no write came for RESPONSE_QUIET.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{
     event::{Event, Io},
@@ -150,6 +152,10 @@ struct Process {
     connections: HashMap<u32, Connection>,
     threads: HashMap<u32, Thread>,
     live: HashMap<u64, Live>,
+    /// Routes a wakeup has handed to a pool thread (a FastAPI `def` endpoint), as opposed to
+    /// those the reading thread runs itself (`async def`): a job a pool thread took unseen is
+    /// one of these whenever one waits.
+    pool_routes: HashSet<Route>,
 }
 
 pub struct Tracker {
@@ -472,14 +478,25 @@ impl Tracker {
         let answered = p.live.get(&handed_id).is_none_or(|l| l.status.is_some());
         let unseen_job = if answered {
             let live = &p.live;
-            p.threads
+            let waiting: Vec<(u64, bool)> = p
+                .threads
                 .values()
                 .flat_map(|t| t.fresh.iter().copied())
-                .filter(|id| {
-                    live.get(id)
-                        .is_some_and(|l| !l.handed && l.status.is_none())
+                .filter_map(|id| {
+                    let l = live.get(&id).filter(|l| !l.handed && l.status.is_none())?;
+                    Some((id, p.pool_routes.contains(&l.route)))
                 })
-                .min()
+                .collect();
+            // An event loop's own request (an `async def` handler waiting for its turn, or
+            // running between the pool thread's GIL hand-offs) is never a pool thread's job:
+            // the oldest of the routes seen handed to a pool thread, and only when none waits,
+            // the oldest of all.
+            let oldest_of_pool = waiting
+                .iter()
+                .filter(|(_, pool)| *pool)
+                .map(|(id, _)| *id)
+                .min();
+            oldest_of_pool.or_else(|| waiting.iter().map(|(id, _)| *id).min())
         } else {
             None
         };
@@ -533,6 +550,7 @@ impl Tracker {
                 break (id, l.route.clone());
             }
         };
+        p.pool_routes.insert(handed.1.clone());
         let th = p.threads.entry(wakee).or_default();
         let before: Owner = th.ctx.as_ref().map(|(_, r)| r.clone());
         th.checkpoint(&mut self.targets, slot, ts_ns, wakee_progress, before);
@@ -937,6 +955,33 @@ mod tests {
         wake_by(&mut t, WORKER, 13_260, LOOP, 10_100, 1400);
         assert_eq!(cpu(&t, "/a/{x}"), 8160 + 50 + 90);
         assert_eq!(cpu(&t, "/b/{x}"), 250 + 60);
+    }
+
+    #[test]
+    fn a_job_a_pool_thread_took_without_a_wakeup_is_not_a_request_the_loop_runs_itself() {
+        let mut t = tracker();
+        // /b runs on the pool: the loop hands it to the worker, which passes its result back.
+        read(&mut t, LOOP, 5, 100, 1000, b"GET /b/1 HTTP/1.1\r\n\r\n");
+        wake(&mut t, LOOP, WORKER, 150, 5000);
+        wake_by(&mut t, WORKER, 5100, LOOP, 300, 1000);
+        write(&mut t, LOOP, 5, 400, 1100, b"HTTP/1.1 200 OK\r\n");
+        // The loop reads /a (an `async def` the loop runs itself), then /b again, which it queues
+        // for the worker before the worker went back to sleep (no wakeup). The worker runs /b
+        // (8000 ns from 5110) and passes the GIL to the loop halfway through its /a.
+        read(&mut t, LOOP, 6, 500, 1150, b"GET /a/1 HTTP/1.1\r\n\r\n");
+        read(&mut t, LOOP, 7, 510, 1160, b"GET /b/2 HTTP/1.1\r\n\r\n");
+        wake_by(&mut t, WORKER, 9110, LOOP, 4600, 1260);
+        // The worker's 4010 so far is /b's, though /a is older and neither is answered.
+        assert_eq!(cpu(&t, "/a/{x}"), 0);
+        assert_eq!(cpu(&t, "/b/{x}"), 250 + 10 + 4010);
+        write(&mut t, LOOP, 6, 5000, 2260, b"HTTP/1.1 200 OK\r\n");
+        wake_by(&mut t, WORKER, 13_110, LOOP, 9000, 2300);
+        write(&mut t, LOOP, 7, 9100, 2400, b"HTTP/1.1 200 OK\r\n");
+        // /a: the loop's 1100 up to its response; /b: the worker's 8010 and the loop's 140.
+        assert_eq!(
+            (cpu(&t, "/a/{x}"), cpu(&t, "/b/{x}")),
+            (1100, 250 + 10 + 8010 + 140)
+        );
     }
 
     #[test]

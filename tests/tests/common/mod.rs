@@ -17,6 +17,25 @@ use std::{io::Read as _, sync::mpsc};
 use serde_json::Value;
 
 pub mod prometheus;
+pub mod robots;
+
+/// An alert as `monitor notify-deliver` reads it (the `Alert` serde shape): a warning on
+/// trading-api, started 2024-03-01 12:00 UTC, resolved five minutes later when `status` says so.
+pub fn alert_json(name: &str, status: &str) -> Value {
+    let mut a = serde_json::json!({
+        "name": name,
+        "severity": "warning",
+        "status": status,
+        "labels": {"target": "trading-api", "instance": "host:8001"},
+        "annotations": {"summary": "memory high", "description": "RSS above 1 GiB"},
+        "starts_at": "2024-03-01T12:00:00Z",
+        "value": 1536.0
+    });
+    if status == "resolved" {
+        a["ends_at"] = serde_json::json!("2024-03-01T12:05:00Z");
+    }
+    a
+}
 
 fn bin(var: &str, name: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {

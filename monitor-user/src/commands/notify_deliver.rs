@@ -1,24 +1,19 @@
-//! `monitor notify-test`: sends alerts from a JSON file through the configured notifiers, the
+//! `monitor notify-deliver`: sends alerts from a JSON file through the configured notifiers, the
 //! hidden subcommand behind the notifier integration tests.
-use std::{path::Path, time::Duration};
-
 use anyhow::Context as _;
 
-use crate::notify::{parse_notify_settings, read_alerts, send_and_drain};
+use super::cli::NotifyDeliverArgs;
+use crate::notify::{parse_notify_settings, read_batches, send_and_drain};
 
-/// `monitor notify-test --config FILE --outbox DIR --alert-json FILE [--timeout DURATION]`:
-/// the hidden subcommand behind the integration tests. Exit 0 once everything is delivered.
-pub fn run(
-    config: &Path,
-    outbox_dir: &Path,
-    alert_json: &Path,
-    timeout: Duration,
-) -> anyhow::Result<std::process::ExitCode> {
+/// Exit 0 once everything is delivered; an error when the timeout passes or a notification was
+/// refused for good.
+pub fn run(args: &NotifyDeliverArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = &args.config;
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("reading config file {}", config.display()))?;
     let settings = parse_notify_settings(&text)
         .with_context(|| format!("in config file {}", config.display()))?;
-    let alerts = read_alerts(alert_json)?;
+    let batches = read_batches(&args.alert_json)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -27,9 +22,10 @@ pub fn run(
     runtime.block_on(send_and_drain(
         settings.notifiers,
         settings.notify,
-        outbox_dir.to_path_buf(),
-        alerts,
-        timeout,
+        args.outbox.clone(),
+        batches,
+        args.batch_interval,
+        args.timeout,
     ))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
