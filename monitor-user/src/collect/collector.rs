@@ -11,7 +11,10 @@ use anyhow::Context as _;
 use tracing::{debug, info};
 
 use crate::{
-    collect::ebpf::{maps::monotonic_ns, probes::Probes},
+    collect::ebpf::{
+        maps::monotonic_ns,
+        probes::{Probes, is_attached},
+    },
     collect::procfs::{ProcError, ProcFs},
     collect::sample::{KernelCounts, Sample},
 };
@@ -148,11 +151,9 @@ impl Collector {
             ),
             Selector::Comm(_) => None,
         };
-        let exiting_counted_by_kernel = probes.as_ref().is_some_and(|p| {
-            !p.programs
-                .iter()
-                .any(|p| p.name == "sched_switch" && p.attached())
-        });
+        let exiting_counted_by_kernel = probes
+            .as_ref()
+            .is_some_and(|p| !is_attached(&p.programs, "sched_switch"));
         let mut collector = Self {
             procfs,
             probes,

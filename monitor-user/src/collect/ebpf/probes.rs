@@ -141,6 +141,11 @@ impl ProgramStatus {
     }
 }
 
+/// Whether the program `name` is among `programs` and attached.
+pub fn is_attached(programs: &[ProgramStatus], name: &str) -> bool {
+    programs.iter().any(|p| p.name == name && p.attached())
+}
+
 /// Loaded and attached programs. Dropping this detaches everything.
 pub struct Probes {
     pub maps: KernelMaps,
@@ -278,9 +283,7 @@ impl Probes {
         }
         // Request events measure CPU from sched_switch's per-thread accounting: without it they
         // would count requests with no CPU, which is worse than saying the family is missing.
-        let sched_attached = programs
-            .iter()
-            .any(|p| p.name == "sched_switch" && p.attached());
+        let sched_attached = is_attached(&programs, "sched_switch");
         if let Some(p) = programs
             .iter_mut()
             .find(|p| p.name == "requests" && p.attached() && !sched_attached)
@@ -288,9 +291,7 @@ impl Probes {
             p.error = Some("needs sched_switch, which did not attach".into());
         }
         // Sharing sys_exit, the family sees no socket I/O without it.
-        let sys_exit_attached = programs
-            .iter()
-            .any(|p| p.name == "sys_exit" && p.attached());
+        let sys_exit_attached = is_attached(&programs, "sys_exit");
         if let Some(p) = programs.iter_mut().find(|p| {
             p.name == "requests" && p.attached() && requests_in_sys_exit && !sys_exit_attached
         }) {
@@ -307,10 +308,7 @@ impl Probes {
             );
         }
         let mut maps = KernelMaps::take(&mut ebpf).context("taking the kernel maps")?;
-        let requests = if programs
-            .iter()
-            .any(|p| p.name == "requests" && p.attached())
-        {
+        let requests = if is_attached(&programs, "requests") {
             Some(RequestEvents::take(&mut ebpf).context("taking the request events")?)
         } else {
             None
