@@ -139,13 +139,11 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
         THREAD_EXITING
     };
     let has_entry = account(slot, tid, tgid, None, 0);
-    if has_entry {
-        if let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
-            // SAFETY: live map value written only by this thread.
-            unsafe {
-                (*t).exit_state = mark;
-                (*t).oncpu_counted_ns = counted;
-            }
+    if has_entry && let Some(t) = THREAD_STATS.get_ptr_mut(tid) {
+        // SAFETY: live map value written only by this thread.
+        unsafe {
+            (*t).exit_state = mark;
+            (*t).oncpu_counted_ns = counted;
         }
     }
     // No room for an entry: without sched_switch nothing later can count the thread, and the
@@ -159,10 +157,10 @@ fn try_exit(ctx: &RawTracePointContext, group_dead_from: GroupDead) -> Result<()
     } else {
         0
     };
-    if count_now != 0 {
-        if let Some(c) = counters(slot) {
-            c.exited_oncpu_ns += count_now;
-        }
+    if count_now != 0
+        && let Some(c) = counters(slot)
+    {
+        c.exited_oncpu_ns += count_now;
     }
     if group_dead && !(with_sched && has_entry) {
         // No final switch-out will end it (sched_switch left out, or no entry to say so).

@@ -478,25 +478,19 @@ impl Tracker {
         let answered = p.live.get(&handed_id).is_none_or(|l| l.status.is_some());
         let unseen_job = if answered {
             let live = &p.live;
-            let waiting: Vec<(u64, bool)> = p
-                .threads
+            // An event loop's own request (an `async def` handler waiting for its turn, or
+            // running between the pool thread's GIL hand-offs) is never a pool thread's job:
+            // the oldest of the routes seen handed to a pool thread, and only when none waits,
+            // the oldest of all (false sorts before true: pool routes first, then by id).
+            p.threads
                 .values()
                 .flat_map(|t| t.fresh.iter().copied())
                 .filter_map(|id| {
                     let l = live.get(&id).filter(|l| !l.handed && l.status.is_none())?;
-                    Some((id, p.pool_routes.contains(&l.route)))
+                    Some((!p.pool_routes.contains(&l.route), id))
                 })
-                .collect();
-            // An event loop's own request (an `async def` handler waiting for its turn, or
-            // running between the pool thread's GIL hand-offs) is never a pool thread's job:
-            // the oldest of the routes seen handed to a pool thread, and only when none waits,
-            // the oldest of all.
-            let oldest_of_pool = waiting
-                .iter()
-                .filter(|(_, pool)| *pool)
-                .map(|(id, _)| *id)
-                .min();
-            oldest_of_pool.or_else(|| waiting.iter().map(|(id, _)| *id).min())
+                .min()
+                .map(|(_, id)| id)
         } else {
             None
         };
