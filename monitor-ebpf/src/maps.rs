@@ -50,14 +50,15 @@ pub static SYSCALL_STARTS: Array<SyscallStart> = Array::with_max_entries(START_S
 pub static SYSCALL_START_OVERFLOW: HashMap<u32, SyscallStart> =
     HashMap::with_max_entries(MAX_START_OVERFLOW, 0);
 
-/// tid -> on-CPU time accounted so far, for live target threads (removed at the final switch-out).
+/// tid -> a target thread's switches, syscalls and place in its life (removed at its final
+/// switch-out or its free).
 #[map]
 pub static THREAD_STATS: HashMap<u32, ThreadStats> =
     HashMap::with_max_entries(MAX_TARGET_THREADS, 0);
 
-/// Entry 0 is 1 once sched_switch is attached: it then accounts each thread's final switch-out
-/// and ends the process at its last thread's; until then (or without it) the exit program does
-/// both. A map, not a load-time constant: whether the attach succeeds is known only after load.
+/// Entry 0 is 1 once sched_switch is attached: it then counts each thread's time at its final
+/// switch-out and ends the process at its last thread's; until then (or without it) the exit
+/// program counts a thread (its free adds the rest) and ends the process. A map, not a load-time constant: whether the attach succeeds is known only after load.
 #[map]
 pub static SCHED_ATTACHED: Array<u32> = Array::with_max_entries(1, 0);
 
