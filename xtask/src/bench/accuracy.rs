@@ -344,8 +344,14 @@ fn compare_with_strace(
 }
 
 /// `monitor stat --json -- workload ARGS`: (monitor's report, the workload's report).
+/// Set for every run of the workload here: with one malloc arena, a run's syscalls do not depend
+/// on which of two threads makes its arena first (glibc's aligned-heap hint goes to one of them,
+/// and the other trims its mapping with one munmap more or less).
+const ONE_ARENA: (&str, &str) = ("MALLOC_ARENA_MAX", "1");
+
 fn stat(scratch: &Scratch, args: &str) -> anyhow::Result<(Value, Value)> {
     let out = Command::new(&scratch.monitor)
+        .env(ONE_ARENA.0, ONE_ARENA.1)
         .args(["stat", "--json", "--"])
         .arg(&scratch.workload)
         .args(args.split_whitespace())
@@ -373,6 +379,7 @@ type StraceCounts = BTreeMap<String, (u64, u64)>;
 fn strace(scratch: &Scratch, args: &str) -> anyhow::Result<(StraceCounts, Value)> {
     let file = scratch.path("strace.txt");
     let out = Command::new("strace")
+        .env(ONE_ARENA.0, ONE_ARENA.1)
         .args(["-f", "-qq", "-o"])
         .arg(&file)
         .arg("--")

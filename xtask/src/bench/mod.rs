@@ -246,7 +246,9 @@ fn report(
          - **Accuracy (5).** For each workload: (a) `monitor stat --json -- workload ARGS` against that run's own report \
          (getrusage self + children, schedstat-based `oncpu_truth_ns`, its work counts); fd counts are the difference \
          from a zero-work run of the same mode (start-up opens cancel). (b) `strace -f` and `monitor stat`, twice each, on a smaller run of the \
-         same command: per-syscall counts. (c) one `workload serve` watched at once by `monitor \
+         same command: per-syscall counts. Every accuracy run has `MALLOC_ARENA_MAX=1`: two threads \
+         that each make a malloc arena race for glibc's aligned-heap hint, and the loser trims its \
+         mapping with one munmap more or less (pingpong made 7 or 8 under either tool). (c) one `workload serve` watched at once by `monitor \
          run` (100 ms cadences, counters read when two reads 250 ms apart agree; with --quick only for spin, files and fork), process-exporter (started first, so it \
          sees the process start) and `pidstat -u -r -w -p PID 1` (sum of the one-second rates); the zero-work variant \
          runs first, then the work: counts are (after work - after zero) - (after zero - before), CPU and faults are \
