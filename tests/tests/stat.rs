@@ -142,23 +142,7 @@ fn forking_workload_is_counted_with_its_children() {
 #[test]
 fn threads_exiting_together_are_all_counted() {
     require_root();
-    let (m, w, code) = stat_workload(&[
-        "fork",
-        "--children",
-        "3",
-        "--threads",
-        "4",
-        "--millis",
-        "200",
-        "--pages",
-        "2000",
-    ]);
-    assert_eq!(code, 0);
-    assert_eq!(u(&m["processes_forked"]), 3);
-    assert_eq!(u(&m["syscalls"]["getppid"]), 3000);
-    // 3 children x 4 threads x 2000 pages, every one faulted by a thread killed at exit.
-    assert!(rusage_faults(&w) >= 24_000, "{}", rusage_faults(&w));
-    assert_matches_wait4("children whose threads exit together", &m, &w);
+    check_threads_exiting_together(&[], "children whose threads exit together");
 }
 
 /// The same without sched_switch: no final switch-out counts an ended thread, so its exit
@@ -167,8 +151,17 @@ fn threads_exiting_together_are_all_counted() {
 #[test]
 fn threads_exiting_together_are_all_counted_without_sched() {
     require_root();
-    let (m, w, code) = stat_workload_with(
+    check_threads_exiting_together(
         &["--programs", "syscalls", "--programs", "faults"],
+        "children whose threads exit together, without sched",
+    );
+}
+
+/// 3 children x 4 threads, each touching 2000 pages and spinning 200 ms, profiled with
+/// `options`: every fork, call, fault and nanosecond of CPU counted.
+fn check_threads_exiting_together(options: &[&str], what: &str) {
+    let (m, w, code) = stat_workload_with(
+        options,
         &[
             "fork",
             "--children",
@@ -184,11 +177,9 @@ fn threads_exiting_together_are_all_counted_without_sched() {
     assert_eq!(code, 0);
     assert_eq!(u(&m["processes_forked"]), 3);
     assert_eq!(u(&m["syscalls"]["getppid"]), 3000);
-    assert_matches_wait4(
-        "children whose threads exit together, without sched",
-        &m,
-        &w,
-    );
+    // 3 children x 4 threads x 2000 pages, every one faulted by a thread killed at exit.
+    assert!(rusage_faults(&w) >= 24_000, "{}", rusage_faults(&w));
+    assert_matches_wait4(what, &m, &w);
 }
 
 #[test]
