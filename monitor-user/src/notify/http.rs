@@ -65,14 +65,17 @@ impl HttpClient {
         })
     }
 
+    /// POSTs; any answer but a 2xx is an error carrying the receiver's own words.
     pub async fn post_json(&self, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
-        let agent = self.agent.clone();
-        let owned_url = url.clone();
-        let result = tokio::task::spawn_blocking(move || post(&agent, &owned_url, body)).await;
-        result.unwrap_or_else(|_| {
-            Err(HttpError::Join {
-                url: url.to_string(),
-            })
+        let reply = self.exchange_json(url, body).await?;
+        if (200..300).contains(&reply.status) {
+            return Ok(());
+        }
+        // The receiver's own words (Alertmanager says which field it rejected), kept short.
+        Err(HttpError::Status {
+            url: url.to_string(),
+            status: reply.status,
+            body: url.scrub(&reply.excerpt()),
         })
     }
 }
@@ -108,19 +111,6 @@ impl Reply {
             body
         }
     }
-}
-
-fn post(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<(), HttpError> {
-    let reply = exchange(agent, url, body)?;
-    if (200..300).contains(&reply.status) {
-        return Ok(());
-    }
-    // The receiver's own words (Alertmanager says which field it rejected), kept short.
-    Err(HttpError::Status {
-        url: url.to_string(),
-        status: reply.status,
-        body: url.scrub(&reply.excerpt()),
-    })
 }
 
 fn exchange(agent: &ureq::Agent, url: &SecretUrl, body: Vec<u8>) -> Result<Reply, HttpError> {
